@@ -1,1 +1,51 @@
-fn main() {}
+//! The `maestro` command: the CLI over Maestro's datasets, models and reports.
+//!
+//! `main` parses arguments ([`cli`]), sets up logging on stderr, runs one subcommand from
+//! [`commands`], and owns the exit code: 0 ok, 1 ran but a check failed, 2 error. Results go to
+//! stdout, progress and logs to stderr; a closed stdout pipe ends the command quietly.
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How a command ended, when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything held.
+    Ok,
+    /// The command ran, but a check or gate it applies failed (exit code 1).
+    CheckFailed,
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    init_logging(&args);
+    match commands::run(args) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Err(error) => {
+            if output::is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(args: &cli::Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAESTRO_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if args.verbose { "debug" } else { "warn" })
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,1 +1,172 @@
-//! placeholder
+//! Maestro's reports: SQL over the lake.
+//!
+//! [`LakeSession`] registers every lake table (raw tables and ledgers) with DataFusion, each
+//! with its declared schema and its `date` partition column, so a table with no data yet is
+//! still queryable. Queries are read-only: DDL, DML, `COPY` and `SET` are refused before they
+//! run. [`render`] turns results into a text table, CSV or JSON for the terminal or a pipe.
+//!
+//! In: a lake directory and SQL text. Out: Arrow record batches, or their rendering.
+
+use std::sync::Arc;
+
+pub use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use maestro_datasets::Lake;
+use maestro_datasets::ledger::LEDGER_TABLES;
+use maestro_datasets::schema::{Layout, RAW_TABLES};
+
+/// Errors of the reports layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The query was refused or failed in DataFusion.
+    #[error("query failed: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    /// The lake could not be opened.
+    #[error(transparent)]
+    Lake(#[from] maestro_datasets::Error),
+    /// A result could not be rendered.
+    #[error("rendering results: {0}")]
+    Render(String),
+}
+
+/// Result with the reports error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A DataFusion session with every lake table registered.
+pub struct LakeSession {
+    ctx: SessionContext,
+}
+
+impl LakeSession {
+    /// Registers every table of the lake. Ledger tables are registered under their names
+    /// (`_ingested`, `_rejected`, `_runs`); quote them in SQL as `"_rejected"` if needed.
+    pub async fn open(lake: &Lake) -> Result<LakeSession> {
+        let ctx = SessionContext::new();
+        for table in RAW_TABLES.iter().chain(LEDGER_TABLES.iter()) {
+            let dir = lake.table_dir(table);
+            std::fs::create_dir_all(&dir).map_err(|e| maestro_datasets::Error::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
+            let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+            let mut options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            if table.layout == Layout::ByDate {
+                options =
+                    options.with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+            }
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema((table.schema)());
+            let provider = ListingTable::try_new(config)?;
+            ctx.register_table(table.name, Arc::new(provider))?;
+        }
+        Ok(LakeSession { ctx })
+    }
+
+    /// Runs one read-only query. DDL, DML (`INSERT`, `COPY`...) and `SET` are refused.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = self.ctx.sql_with_options(sql, options).await?;
+        Ok(frame.collect().await?)
+    }
+
+    /// The underlying DataFusion context, for report jobs that build on it.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+}
+
+/// How to print query results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// Renders batches in the given format.
+pub fn render(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
+    match format {
+        OutputFormat::Table => pretty_format_batches(batches)
+            .map(|t| format!("{t}\n"))
+            .map_err(|e| Error::Render(e.to_string())),
+        OutputFormat::Csv => render_csv(batches),
+        OutputFormat::Json => {
+            let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            writer
+                .write_batches(&refs)
+                .map_err(|e| Error::Render(e.to_string()))?;
+            writer.finish().map_err(|e| Error::Render(e.to_string()))?;
+            let mut text =
+                String::from_utf8(writer.into_inner()).map_err(|e| Error::Render(e.to_string()))?;
+            if text.is_empty() {
+                text.push_str("[]");
+            }
+            text.push('\n');
+            Ok(text)
+        }
+    }
+}
+
+fn render_csv(batches: &[RecordBatch]) -> Result<String> {
+    let mut out = String::new();
+    let Some(first) = batches.first() else {
+        return Ok(out);
+    };
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let header: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| quote(f.name()))
+        .collect();
+    out.push_str(&header.join(","));
+    out.push('\n');
+    let options = FormatOptions::default().with_null("");
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Render(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| quote(&f.value(row).to_string()))
+                .collect();
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// One cell as text (empty for null), for summaries that print single values.
+pub fn cell_text(batch: &RecordBatch, column: usize, row: usize) -> String {
+    let options = FormatOptions::default().with_null("");
+    ArrayFormatter::try_new(batch.column(column).as_ref(), &options)
+        .map(|f| f.value(row).to_string())
+        .unwrap_or_default()
+}

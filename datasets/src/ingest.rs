@@ -1,0 +1,772 @@
+//! Ingest: source files in, lake partitions and ledger rows out, in one transaction.
+//!
+//! Files are taken in sorted path order. Each is hashed first; a file whose sha256 is already
+//! in `_ingested` (or earlier in the same run) adds nothing. The rest are decompressed when
+//! gzipped, their format detected from content, and parsed in parallel; rows are written in
+//! file order, so the same inputs give the same lake, byte for byte. Large line-oriented files
+//! stream in chunks, so memory stays bounded whatever the file size. Audit records are chained
+//! by hash in that same order. Every file gets an `_ingested` row with its counts, every refused
+//! record a `_rejected` row, and the run a `_runs` row; read = accepted + rejected throughout.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, Int64Array, StringArray};
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::lake::{Lake, WriteMode, WriteSummary};
+use crate::ledger::{IngestedFile, JobRun, RAW_LIMIT, Rejection};
+use crate::readers::{self, AuditDraft, Chunk, Format, Records, ReportContext};
+use crate::schema::{AuditEvent, Row, Ts};
+
+/// Default bytes per streamed chunk of a large file; files up to four chunks are read whole.
+pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+/// Bytes of small files parsed together in parallel before their rows are written.
+const PARALLEL_BATCH: usize = 256 << 20;
+/// The previous hash of the first audit record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How to ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Skip detection and read every file as this format.
+    pub format: Option<Format>,
+    /// What test reports and scrapes do not say about themselves.
+    pub context: ReportContext,
+    /// Bytes per chunk when streaming a large line-oriented file; files up to four chunks are
+    /// read whole. Bounds memory: about two chunks per core are in flight.
+    pub chunk_bytes: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            format: None,
+            context: ReportContext::default(),
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        }
+    }
+}
+
+/// What happened to one source file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Taken in (some records may still have been rejected).
+    Ingested,
+    /// Its sha256 was already in the lake or earlier in this run: nothing added.
+    Duplicate,
+}
+
+/// The outcome for one source file.
+#[derive(Debug, Clone)]
+pub struct FileOutcome {
+    /// Path as given (or found under a folder given).
+    pub path: PathBuf,
+    /// sha256 of the file's bytes as stored (before decompression).
+    pub sha256: String,
+    /// Detected or forced format; `None` when no reader recognised it.
+    pub format: Option<Format>,
+    /// Taken in, or skipped as a duplicate.
+    pub status: FileStatus,
+    /// Records read.
+    pub read: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Size on disk.
+    pub bytes: u64,
+}
+
+/// What one ingest did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    /// The run's id, as recorded in the ledgers.
+    pub run_id: String,
+    /// Per file, in the order taken.
+    pub files: Vec<FileOutcome>,
+    /// Records read across files.
+    pub read: u64,
+    /// Records accepted.
+    pub accepted: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Rows written per raw table.
+    pub rows: BTreeMap<&'static str, u64>,
+    /// Source bytes read (decompressed).
+    pub source_bytes: u64,
+    /// What the commit wrote.
+    pub written: WriteSummary,
+}
+
+/// Ingests files and folders (recursively) into the lake, in one transaction.
+pub fn ingest(
+    lake: &Lake,
+    paths: &[PathBuf],
+    options: &IngestOptions,
+    on_progress: &(dyn Fn(u64) + Sync),
+) -> Result<IngestReport> {
+    let started = Ts(chrono::Utc::now().timestamp_micros());
+    let run_id = format!(
+        "ingest-{}",
+        started.to_datetime().format("%Y%m%dT%H%M%S%6fZ")
+    );
+    let files = expand_paths(paths)?;
+    let mut known = ingested_hashes(lake)?;
+    let mut state = RunState::new(lake, run_id.clone(), started)?;
+
+    // Hash everything first, so duplicates (in the lake or within this run) are never parsed.
+    let hashes: Vec<(PathBuf, Result<(String, u64)>)> = files
+        .into_par_iter()
+        .map(|path| {
+            let hash = sha256_file(&path);
+            (path, hash)
+        })
+        .collect();
+    let mut pending: Vec<(PathBuf, String, u64)> = Vec::new();
+    for (path, hash) in hashes {
+        let (sha256, bytes) = hash?;
+        if !known.insert(sha256.clone()) {
+            state.report.files.push(FileOutcome {
+                path,
+                sha256,
+                format: None,
+                status: FileStatus::Duplicate,
+                read: 0,
+                rejected: 0,
+                bytes,
+            });
+            on_progress(bytes);
+            continue;
+        }
+        pending.push((path, sha256, bytes));
+    }
+
+    // Small files: read and parse a batch in parallel, then write in order. Large ones stream.
+    let mut batch: Vec<(PathBuf, String, u64)> = Vec::new();
+    let mut batch_bytes = 0usize;
+    for (path, sha256, bytes) in pending {
+        if bytes as usize > options.chunk_bytes.saturating_mul(4) || is_gzipped(&path) {
+            state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
+            batch_bytes = 0;
+            state.ingest_large(&path, &sha256, bytes, options, on_progress)?;
+        } else {
+            batch_bytes += bytes as usize;
+            batch.push((path, sha256, bytes));
+            if batch_bytes > PARALLEL_BATCH {
+                state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
+                batch_bytes = 0;
+            }
+        }
+    }
+    state.flush_small(batch, options, on_progress)?;
+    state.finish()
+}
+
+/// Per-run state: the open transaction, keyed rows folded until the end, the audit chain head.
+struct RunState<'l> {
+    txn: crate::lake::Txn<'l>,
+    report: IngestReport,
+    started: Ts,
+    chain_seq: i64,
+    chain_hash: String,
+    deployments: KeyedRows<crate::schema::Deployment>,
+    incidents: KeyedRows<crate::schema::Incident>,
+    slos: Vec<crate::schema::Slo>,
+    service_edges: Vec<crate::schema::ServiceEdge>,
+    ingested: Vec<IngestedFile>,
+}
+
+/// Rows of an entity table, folded by key in first-seen order.
+struct KeyedRows<R> {
+    order: Vec<String>,
+    rows: HashMap<String, R>,
+}
+
+impl<R: Row> KeyedRows<R> {
+    fn new() -> Self {
+        KeyedRows {
+            order: Vec::new(),
+            rows: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, row: R) {
+        let key = row.key().unwrap_or_default();
+        match self.rows.get_mut(&key) {
+            Some(existing) => existing.merge(row),
+            None => {
+                self.order.push(key.clone());
+                self.rows.insert(key, row);
+            }
+        }
+    }
+
+    fn into_rows(mut self) -> Vec<R> {
+        self.order
+            .iter()
+            .filter_map(|k| self.rows.remove(k))
+            .collect()
+    }
+}
+
+impl<'l> RunState<'l> {
+    fn new(lake: &'l Lake, run_id: String, started: Ts) -> Result<Self> {
+        let (chain_seq, chain_hash) = audit_chain_head(lake)?;
+        Ok(RunState {
+            txn: lake.begin()?,
+            report: IngestReport {
+                run_id,
+                ..Default::default()
+            },
+            started,
+            chain_seq,
+            chain_hash,
+            deployments: KeyedRows::new(),
+            incidents: KeyedRows::new(),
+            slos: Vec::new(),
+            service_edges: Vec::new(),
+            ingested: Vec::new(),
+        })
+    }
+
+    fn flush_small(
+        &mut self,
+        batch: Vec<(PathBuf, String, u64)>,
+        options: &IngestOptions,
+        on_progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let parsed: Vec<(PathBuf, String, u64, Option<Format>, Records, u64)> = batch
+            .into_par_iter()
+            .map(|(path, sha256, bytes)| {
+                let (format, records, source_bytes) = read_small(&path, &sha256, options);
+                on_progress(bytes);
+                (path, sha256, bytes, format, records, source_bytes)
+            })
+            .collect();
+        for (path, sha256, bytes, format, records, source_bytes) in parsed {
+            self.report.source_bytes += source_bytes;
+            let (read, rejected) = (records.read, records.rejected.len() as u64);
+            self.take(&path, &sha256, format, records)?;
+            self.record_file(path, sha256, format, bytes, read, rejected);
+        }
+        Ok(())
+    }
+
+    fn ingest_large(
+        &mut self,
+        path: &Path,
+        sha256: &str,
+        bytes: u64,
+        options: &IngestOptions,
+        on_progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let mut reader = open_decompressed(path)?;
+        let mut head = vec![0u8; 64 * 1024];
+        let head_len = read_up_to(&mut reader, &mut head).map_err(|e| Error::io(path, e))?;
+        head.truncate(head_len);
+        let format = match options
+            .format
+            .map(Ok)
+            .unwrap_or_else(|| readers::detect(&head))
+        {
+            Ok(format) => format,
+            Err(reason) => {
+                let mut records = Records::default();
+                records.reject(None, Some(0), reason, &head);
+                self.take(path, sha256, None, records)?;
+                self.record_file(path.to_path_buf(), sha256.to_string(), None, bytes, 1, 1);
+                return Ok(());
+            }
+        };
+        if !format.is_line_oriented() {
+            // Whole-document formats cannot be split; read the file whole.
+            let mut all = head;
+            reader
+                .read_to_end(&mut all)
+                .map_err(|e| Error::io(path, e))?;
+            let records = parse_whole(format, &all, sha256, modified_at(path), options);
+            self.report.source_bytes += all.len() as u64;
+            let (read, rejected) = (records.read, records.rejected.len() as u64);
+            self.take(path, sha256, Some(format), records)?;
+            self.record_file(
+                path.to_path_buf(),
+                sha256.to_string(),
+                Some(format),
+                bytes,
+                read,
+                rejected,
+            );
+            on_progress(bytes);
+            return Ok(());
+        }
+        let modified = modified_at(path);
+        let (mut read, mut rejected) = (0u64, 0u64);
+        let mut carry = head;
+        let mut line = 1i64;
+        let mut offset = 0i64;
+        let mut done = false;
+        while !done {
+            // Gather up to two chunks to parse in parallel.
+            let mut chunks: Vec<(Vec<u8>, i64, i64)> = Vec::new();
+            while chunks.len() < rayon::current_num_threads().max(1) && !done {
+                let mut buf = std::mem::take(&mut carry);
+                let start = buf.len();
+                buf.resize(options.chunk_bytes.max(start + 1), 0);
+                let n = match read_up_to(&mut reader, &mut buf[start..]) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // A stream that breaks part-way (a damaged gzip member) keeps what was
+                        // read and records the rest of the file as one rejection.
+                        buf.truncate(start);
+                        let mut records = Records::default();
+                        records.reject(
+                            None,
+                            Some(offset + buf.len() as i64),
+                            format!("file unreadable from here on: {e}"),
+                            b"",
+                        );
+                        read += 1;
+                        rejected += 1;
+                        self.take(path, sha256, Some(format), records)?;
+                        done = true;
+                        if !buf.is_empty() {
+                            chunks.push((buf, line, offset));
+                        }
+                        break;
+                    }
+                };
+                buf.truncate(start + n);
+                if n == 0 {
+                    done = true;
+                } else if let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') {
+                    carry = buf.split_off(last_newline + 1);
+                }
+                if !buf.is_empty() {
+                    let lines_in = buf.iter().filter(|b| **b == b'\n').count() as i64;
+                    let len = buf.len() as i64;
+                    chunks.push((buf, line, offset));
+                    line += lines_in;
+                    offset += len;
+                }
+            }
+            let context = &options.context;
+            let parsed: Vec<Records> = chunks
+                .par_iter()
+                .map(|(bytes, first_line, first_offset)| {
+                    let chunk = Chunk {
+                        bytes,
+                        first_line: *first_line,
+                        first_offset: *first_offset,
+                        modified_at: modified,
+                        source_sha256: sha256,
+                        context,
+                    };
+                    let mut records = Records::default();
+                    readers::read_chunk(format, &chunk, &mut records);
+                    records
+                })
+                .collect();
+            for (records, (bytes, _, _)) in parsed.into_iter().zip(&chunks) {
+                read += records.read;
+                rejected += records.rejected.len() as u64;
+                self.report.source_bytes += bytes.len() as u64;
+                on_progress(bytes.len() as u64);
+                self.take(path, sha256, Some(format), records)?;
+            }
+        }
+        self.record_file(
+            path.to_path_buf(),
+            sha256.to_string(),
+            Some(format),
+            bytes,
+            read,
+            rejected,
+        );
+        Ok(())
+    }
+
+    /// Writes a file's (or chunk's) rows into the transaction.
+    fn take(
+        &mut self,
+        path: &Path,
+        sha256: &str,
+        format: Option<Format>,
+        records: Records,
+    ) -> Result<()> {
+        let Records {
+            read: _,
+            changes,
+            deployments,
+            incidents,
+            test_results,
+            spans,
+            metric_points,
+            audit,
+            slos,
+            service_edges,
+            rejected,
+        } = records;
+        self.write_appended(&changes)?;
+        self.write_appended(&test_results)?;
+        self.write_appended(&spans)?;
+        self.write_appended(&metric_points)?;
+        deployments
+            .into_iter()
+            .for_each(|d| self.deployments.add(d));
+        incidents.into_iter().for_each(|i| self.incidents.add(i));
+        self.slos.extend(slos);
+        self.service_edges.extend(service_edges);
+        let chained: Vec<AuditEvent> = audit.into_iter().map(|draft| self.chain(draft)).collect();
+        self.write_appended(&chained)?;
+        let rejections: Vec<Rejection> = rejected
+            .into_iter()
+            .map(|r| {
+                let is_raw_truncated = r.raw.len() > RAW_LIMIT;
+                let mut raw = r.raw;
+                if is_raw_truncated {
+                    let mut cut = RAW_LIMIT;
+                    while !raw.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    raw.truncate(cut);
+                }
+                Rejection {
+                    source_path: path.display().to_string(),
+                    source_sha256: sha256.to_string(),
+                    format: format.map_or("unknown", Format::name).to_string(),
+                    line: r.line,
+                    byte_offset: r.byte_offset,
+                    reason: r.reason,
+                    raw,
+                    is_raw_truncated,
+                    rejected_at: self.started,
+                    run_id: self.report.run_id.clone(),
+                }
+            })
+            .collect();
+        self.txn.write(&rejections, WriteMode::Append)
+    }
+
+    fn write_appended<R: Row>(&mut self, rows: &[R]) -> Result<()> {
+        if !rows.is_empty() {
+            *self.report.rows.entry(R::TABLE.name).or_default() += rows.len() as u64;
+        }
+        self.txn.write(rows, WriteMode::Append)
+    }
+
+    fn chain(&mut self, draft: AuditDraft) -> AuditEvent {
+        self.chain_seq += 1;
+        let hash = chain_hash(&self.chain_hash, &draft.canonical);
+        let prev_hash = std::mem::replace(&mut self.chain_hash, hash.clone());
+        AuditEvent {
+            event_id: draft.event_id,
+            at: draft.at,
+            actor: draft.actor,
+            action: draft.action,
+            resource: draft.resource,
+            outcome: draft.outcome,
+            source: draft.source,
+            scope: draft.scope,
+            seq: self.chain_seq,
+            prev_hash,
+            hash,
+            canonical: draft.canonical,
+        }
+    }
+
+    fn record_file(
+        &mut self,
+        path: PathBuf,
+        sha256: String,
+        format: Option<Format>,
+        bytes: u64,
+        read: u64,
+        rejected: u64,
+    ) {
+        self.report.read += read;
+        self.report.rejected += rejected;
+        self.report.accepted += read - rejected;
+        self.ingested.push(IngestedFile {
+            source_sha256: sha256.clone(),
+            source_path: path.display().to_string(),
+            format: format.map_or("unknown", Format::name).to_string(),
+            bytes: bytes as i64,
+            records_read: read as i64,
+            records_accepted: (read - rejected) as i64,
+            records_rejected: rejected as i64,
+            ingested_at: self.started,
+            run_id: self.report.run_id.clone(),
+        });
+        self.report.files.push(FileOutcome {
+            path,
+            sha256,
+            format,
+            status: FileStatus::Ingested,
+            read,
+            rejected,
+            bytes,
+        });
+    }
+
+    fn finish(mut self) -> Result<IngestReport> {
+        let deployments = std::mem::replace(&mut self.deployments, KeyedRows::new()).into_rows();
+        self.write_appended(&deployments)?;
+        let incidents = std::mem::replace(&mut self.incidents, KeyedRows::new()).into_rows();
+        self.write_appended(&incidents)?;
+        for (table, rows) in [
+            ("slos", self.slos.len()),
+            ("service_edges", self.service_edges.len()),
+        ] {
+            if rows > 0 {
+                self.report.rows.insert(table, rows as u64);
+            }
+        }
+        self.txn.write(&self.slos, WriteMode::Upsert)?;
+        self.txn.write(&self.service_edges, WriteMode::Upsert)?;
+        self.txn.write(&self.ingested, WriteMode::Append)?;
+        let finished = Ts(chrono::Utc::now().timestamp_micros());
+        let run = JobRun {
+            run_id: self.report.run_id.clone(),
+            job: "ingest".into(),
+            partition: "all".into(),
+            inputs_sha256: self.report.files.iter().map(|f| f.sha256.clone()).collect(),
+            outputs: Vec::new(),
+            rows_read: self.report.read as i64,
+            rows_written: self.report.rows.values().sum::<u64>() as i64,
+            rows_rejected: self.report.rejected as i64,
+            status: "succeeded".into(),
+            message: None,
+            started_at: self.started,
+            finished_at: finished,
+        };
+        self.txn.write(&[run], WriteMode::Append)?;
+        self.report.written = self.txn.commit()?;
+        Ok(self.report)
+    }
+}
+
+/// sha256 over the previous hash (hex) and the record's canonical bytes.
+pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(canonical.as_bytes());
+    format!("{:x}", hasher.finalize())
+}
+
+/// Reads a small file whole and parses it; never fails (problems become rejections).
+fn read_small(
+    path: &Path,
+    sha256: &str,
+    options: &IngestOptions,
+) -> (Option<Format>, Records, u64) {
+    let mut records = Records::default();
+    let bytes = match open_decompressed(path).and_then(|mut r| {
+        let mut all = Vec::new();
+        r.read_to_end(&mut all)
+            .map(|_| all)
+            .map_err(|e| Error::io(path, e))
+    }) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            records.reject(None, Some(0), format!("unreadable file: {e}"), b"");
+            return (None, records, 0);
+        }
+    };
+    let len = bytes.len() as u64;
+    let format = match options
+        .format
+        .map(Ok)
+        .unwrap_or_else(|| readers::detect(&bytes[..bytes.len().min(64 * 1024)]))
+    {
+        Ok(format) => format,
+        Err(reason) => {
+            records.reject(None, Some(0), reason, readers_truncate(&bytes));
+            return (None, records, len);
+        }
+    };
+    (
+        Some(format),
+        parse_whole(format, &bytes, sha256, modified_at(path), options),
+        len,
+    )
+}
+
+fn readers_truncate(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.len().min(RAW_LIMIT + 1)]
+}
+
+fn parse_whole(
+    format: Format,
+    bytes: &[u8],
+    sha256: &str,
+    modified_at: Option<Ts>,
+    options: &IngestOptions,
+) -> Records {
+    let chunk = Chunk {
+        bytes,
+        first_line: 1,
+        first_offset: 0,
+        modified_at,
+        source_sha256: sha256,
+        context: &options.context,
+    };
+    let mut records = Records::default();
+    readers::read_chunk(format, &chunk, &mut records);
+    records
+}
+
+fn modified_at(path: &Path) -> Option<Ts> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(Ts(since.as_micros() as i64))
+}
+
+/// Opens a file, transparently gunzipping it when it starts with the gzip magic bytes.
+fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let mut file =
+        BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| Error::io(path, e))?);
+    let magic = {
+        use std::io::BufRead;
+        file.fill_buf().map_err(|e| Error::io(path, e))?.get(..2) == Some(&[0x1f, 0x8b][..])
+    };
+    Ok(if magic {
+        Box::new(flate2::bufread::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
+}
+
+/// Gzipped files stream: their size on disk says little about their size in memory.
+fn is_gzipped(path: &Path) -> bool {
+    let mut magic = [0u8; 2];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == [0x1f, 0x8b]
+}
+
+fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((format!("{:x}", hasher.finalize()), total))
+}
+
+/// Every file under the given paths, sorted, each once.
+fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::Usage(format!("{}: no such file or folder", path.display()))
+            }
+            _ => Error::io(path, e),
+        })?;
+        if meta.is_dir() {
+            walk(path, &mut files)?;
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The sha256 of every file already in `_ingested`.
+fn ingested_hashes(lake: &Lake) -> Result<HashSet<String>> {
+    let mut hashes = HashSet::new();
+    for part in lake.parts(&IngestedFile::TABLE)? {
+        for batch in read_columns(&part, &["source_sha256"])? {
+            let column = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::SchemaMismatch {
+                    table: "_ingested".into(),
+                    reason: "source_sha256 is not text".into(),
+                })?;
+            hashes.extend(column.iter().flatten().map(str::to_string));
+        }
+    }
+    Ok(hashes)
+}
+
+/// The last sequence number and hash of the audit chain, or the genesis.
+pub fn audit_chain_head(lake: &Lake) -> Result<(i64, String)> {
+    let mut head = (0i64, GENESIS_HASH.to_string());
+    for part in lake.parts(&AuditEvent::TABLE)? {
+        for batch in read_columns(&part, &["seq", "hash"])? {
+            let seq = batch.column(0).as_any().downcast_ref::<Int64Array>();
+            let hash = batch.column(1).as_any().downcast_ref::<StringArray>();
+            let (Some(seq), Some(hash)) = (seq, hash) else {
+                return Err(Error::SchemaMismatch {
+                    table: "audit_events".into(),
+                    reason: "seq or hash has the wrong type".into(),
+                });
+            };
+            for i in 0..seq.len() {
+                if seq.value(i) > head.0 {
+                    head = (seq.value(i), hash.value(i).to_string());
+                }
+            }
+        }
+    }
+    Ok(head)
+}
+
+fn read_columns(
+    path: &Path,
+    columns: &[&str],
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| Error::parquet(path, e))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::arrow(path, e))
+}

@@ -1,0 +1,756 @@
+//! The lake on disk: Hive-partitioned Parquet with atomic, all-or-nothing commits.
+//!
+//! A [`Txn`] stages every file it writes under `_staging/<txn>/`, fsynced, then writes a
+//! `COMMIT` plan and only then moves the staged files into place. [`Lake::open`] finishes a
+//! committed plan that a killed process left behind and deletes an uncommitted one, so a reader
+//! sees either none or all of a transaction's partitions, never half a file. Part files are named
+//! after the sha256 of their bytes, so the same rows always produce the same file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::schema::{Layout, Row, SCHEMA_METADATA_KEY, TableDef};
+
+/// Rows per Parquet row group: small enough to bound the memory of many open partitions.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// How a write treats what a partition already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add the rows as a new part file beside the partition's existing ones.
+    Append,
+    /// Replace every partition the rows fall in with exactly these rows.
+    ReplacePartitions,
+    /// Keyed snapshot tables: replace rows that share a key with the new rows, keep the rest.
+    Upsert,
+}
+
+/// What one write or commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Rows written.
+    pub rows: u64,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+    /// Part files written, relative to the lake root.
+    pub files: Vec<String>,
+}
+
+/// A lake rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: PathBuf,
+}
+
+impl Lake {
+    /// Opens (creating if needed) the lake at `root`, first finishing or undoing any transaction
+    /// a killed process left in `_staging`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Lake> {
+        let root = root.into();
+        fs::create_dir_all(root.join("_staging")).map_err(|e| Error::io(&root, e))?;
+        let lake = Lake { root };
+        lake.recover()?;
+        Ok(lake)
+    }
+
+    /// The lake's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of a table: `raw/<name>` for raw tables, `<name>` for ledgers (`_ingested`...).
+    pub fn table_dir(&self, table: &TableDef) -> PathBuf {
+        if table.name.starts_with('_') {
+            self.root.join(table.name)
+        } else {
+            self.root.join("raw").join(table.name)
+        }
+    }
+
+    /// Every Parquet part of a table, sorted by path.
+    pub fn parts(&self, table: &TableDef) -> Result<Vec<PathBuf>> {
+        let mut parts = Vec::new();
+        collect_parquet(&self.table_dir(table), &mut parts)?;
+        parts.sort();
+        Ok(parts)
+    }
+
+    /// Reads a whole table into memory, in part order. For small tables and tests; queries go
+    /// through DataFusion.
+    pub fn read_table(&self, table: &TableDef) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        for part in self.parts(table)? {
+            batches.extend(read_parquet(&part)?);
+        }
+        Ok(batches)
+    }
+
+    /// Starts a transaction. Nothing it writes is visible until [`Txn::commit`].
+    pub fn begin(&self) -> Result<Txn<'_>> {
+        let id = format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%6f"),
+            std::process::id()
+        );
+        let staging = self.root.join("_staging").join(&id);
+        fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        Ok(Txn {
+            lake: self,
+            staging,
+            next_file: 0,
+            open: BTreeMap::new(),
+            replaced: BTreeMap::new(),
+            plan: Vec::new(),
+        })
+    }
+
+    fn recover(&self) -> Result<()> {
+        let staging_root = self.root.join("_staging");
+        let entries = fs::read_dir(&staging_root).map_err(|e| Error::io(&staging_root, e))?;
+        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        dirs.sort();
+        for dir in dirs {
+            let plan_path = dir.join("COMMIT");
+            match fs::read(&plan_path) {
+                Ok(bytes) => {
+                    let plan: Vec<Move> =
+                        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                            path: plan_path.clone(),
+                            reason: format!("unreadable commit plan: {e}"),
+                        })?;
+                    tracing::warn!(txn = %dir.display(), "finishing a committed transaction left by a killed run");
+                    apply_plan(&self.root, &plan)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    tracing::warn!(txn = %dir.display(), "discarding an uncommitted transaction left by a killed run");
+                }
+                Err(e) => return Err(Error::io(&plan_path, e)),
+            }
+            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// One step of a commit plan, relative to the lake root.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Move {
+    /// Rename a staged file to its final name.
+    File { staged: String, target: String },
+    /// Swap a staged folder in place of a partition folder.
+    Dir { staged: String, target: String },
+}
+
+/// Marks a staged partition folder that has not yet been swapped into place.
+const NEW_DIR_MARKER: &str = ".maestro-new";
+
+/// An open Parquet part being written in the staging area.
+struct OpenPart {
+    writer: ArrowWriter<HashingFile>,
+    staged: PathBuf,
+    target_dir: PathBuf,
+    rows: u64,
+}
+
+/// A set of writes that become visible together, or not at all.
+pub struct Txn<'a> {
+    lake: &'a Lake,
+    staging: PathBuf,
+    next_file: usize,
+    /// Appended parts still open, by their target partition folder.
+    open: BTreeMap<PathBuf, OpenPart>,
+    /// Replacement partition folders staged, by their target partition folder.
+    replaced: BTreeMap<PathBuf, PathBuf>,
+    plan: Vec<Move>,
+}
+
+impl Txn<'_> {
+    /// Writes rows of one table. Appends stream: call it as often as rows arrive, each
+    /// partition gets one part per transaction.
+    pub fn write<R: Row>(&mut self, rows: &[R], mode: WriteMode) -> Result<()> {
+        let table = R::TABLE;
+        match (table.layout, mode) {
+            (Layout::ByDate, WriteMode::Upsert) | (Layout::KeyedSnapshot, WriteMode::Append) => {
+                return Err(Error::Internal(format!(
+                    "write mode {mode:?} does not apply to table {} ({:?})",
+                    table.name, table.layout
+                )));
+            }
+            _ => {}
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match table.layout {
+            Layout::ByDate => {
+                let mut by_partition: BTreeMap<String, Vec<&R>> = BTreeMap::new();
+                for row in rows {
+                    let at = row.partition_at().ok_or_else(|| {
+                        Error::Internal(format!(
+                            "a {} row without a partition time reached the writer",
+                            table.name
+                        ))
+                    })?;
+                    by_partition.entry(at.date()).or_default().push(row);
+                }
+                for (date, rows) in by_partition {
+                    let dir = self.lake.table_dir(&table).join(format!("date={date}"));
+                    let owned: Vec<R> = rows.into_iter().cloned().collect();
+                    let batch = R::to_batch(&owned);
+                    match mode {
+                        WriteMode::Append => self.append_batch(&dir, &batch)?,
+                        _ => self.replace_partition(&dir, &[batch])?,
+                    }
+                }
+            }
+            Layout::KeyedSnapshot => {
+                let dir = self.lake.table_dir(&table);
+                let new = R::to_batch(rows);
+                let mut batches = keep_rows_not_in(&self.lake.read_table(&table)?, &table, &new)?;
+                batches.push(new);
+                self.replace_partition(&dir, &batches)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append_batch(&mut self, dir: &Path, batch: &RecordBatch) -> Result<()> {
+        if !self.open.contains_key(dir) {
+            let staged = self.staged_path("parquet");
+            let writer = parquet_writer(&staged, batch.schema())?;
+            self.open.insert(
+                dir.to_path_buf(),
+                OpenPart {
+                    writer,
+                    staged,
+                    target_dir: dir.to_path_buf(),
+                    rows: 0,
+                },
+            );
+        }
+        let part = self.open.get_mut(dir).expect("inserted above");
+        part.writer
+            .write(batch)
+            .map_err(|e| Error::parquet(&part.staged, e))?;
+        part.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn replace_partition(&mut self, dir: &Path, batches: &[RecordBatch]) -> Result<()> {
+        let next = self.staging.join(format!("dir-{}", self.replaced.len()));
+        let staged_dir = self
+            .replaced
+            .entry(dir.to_path_buf())
+            .or_insert(next)
+            .clone();
+        // Stage a fresh folder holding exactly the new rows, plus the marker that says it has
+        // not been swapped in yet.
+        if staged_dir.exists() {
+            fs::remove_dir_all(&staged_dir).map_err(|e| Error::io(&staged_dir, e))?;
+        }
+        fs::create_dir_all(&staged_dir).map_err(|e| Error::io(&staged_dir, e))?;
+        File::create(staged_dir.join(NEW_DIR_MARKER)).map_err(|e| Error::io(&staged_dir, e))?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows > 0 {
+            let schema = batches[0].schema();
+            let merged = concat_batches(&schema, batches).map_err(|e| Error::arrow(dir, e))?;
+            let temp = staged_dir.join(".part.tmp");
+            let mut writer = parquet_writer(&temp, schema)?;
+            writer
+                .write(&merged)
+                .map_err(|e| Error::parquet(&temp, e))?;
+            let hash = finish_writer(writer, &temp)?.0;
+            let name = staged_dir.join(part_name(&hash));
+            fs::rename(&temp, &name).map_err(|e| Error::io(&name, e))?;
+        }
+        sync_dir(&staged_dir)?;
+        Ok(())
+    }
+
+    fn staged_path(&mut self, ext: &str) -> PathBuf {
+        self.next_file += 1;
+        self.staging.join(format!("{:06}.{ext}", self.next_file))
+    }
+
+    /// Makes every write of the transaction visible, atomically per file and per partition.
+    pub fn commit(mut self) -> Result<WriteSummary> {
+        let root = self.lake.root.clone();
+        let mut summary = WriteSummary::default();
+        for (_, part) in std::mem::take(&mut self.open) {
+            let (hash, bytes) = finish_writer(part.writer, &part.staged)?;
+            let target = part.target_dir.join(part_name(&hash));
+            summary.rows += part.rows;
+            summary.bytes += bytes;
+            summary.files.push(relative(&root, &target));
+            self.plan.push(Move::File {
+                staged: relative(&root, &part.staged),
+                target: relative(&root, &target),
+            });
+        }
+        for (target, staged) in std::mem::take(&mut self.replaced) {
+            for part in parquet_files_in(&staged)? {
+                let meta = fs::metadata(&part).map_err(|e| Error::io(&part, e))?;
+                summary.bytes += meta.len();
+                summary.rows += parquet_rows(&part)?;
+                let name = part.file_name().expect("a file").to_owned();
+                summary.files.push(relative(&root, &target.join(name)));
+            }
+            self.plan.push(Move::Dir {
+                staged: relative(&root, &staged),
+                target: relative(&root, &target),
+            });
+        }
+        let plan_path = self.staging.join("COMMIT");
+        let temp = self.staging.join("COMMIT.tmp");
+        let plan =
+            serde_json::to_vec_pretty(&self.plan).map_err(|e| Error::Internal(e.to_string()))?;
+        write_synced(&temp, &plan)?;
+        sync_dir(&self.staging)?;
+        // The commit point: once COMMIT exists, recovery rolls forward instead of back.
+        fs::rename(&temp, &plan_path).map_err(|e| Error::io(&plan_path, e))?;
+        sync_dir(&self.staging)?;
+        apply_plan(&root, &self.plan)?;
+        fs::remove_dir_all(&self.staging).map_err(|e| Error::io(&self.staging, e))?;
+        summary.files.sort();
+        Ok(summary)
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        // An abandoned transaction leaves nothing behind (commit removes its own staging).
+        if self.staging.exists() && !self.staging.join("COMMIT").exists() {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+fn apply_plan(root: &Path, plan: &[Move]) -> Result<()> {
+    let mut touched = BTreeSet::new();
+    for step in plan {
+        match step {
+            Move::File { staged, target } => {
+                let (staged, target) = (root.join(staged), root.join(target));
+                if !staged.exists() {
+                    continue; // already moved by an earlier attempt
+                }
+                let parent = target.parent().expect("targets are inside the lake");
+                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                fs::rename(&staged, &target).map_err(|e| Error::io(&target, e))?;
+                touched.insert(parent.to_path_buf());
+            }
+            Move::Dir { staged, target } => {
+                let (staged, target) = (root.join(staged), root.join(target));
+                if !staged.exists() {
+                    continue;
+                }
+                let parent = target.parent().expect("targets are inside the lake");
+                fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                if staged.join(NEW_DIR_MARKER).exists() {
+                    if target.exists() {
+                        exchange(&staged, &target)?;
+                    } else {
+                        fs::rename(&staged, &target).map_err(|e| Error::io(&target, e))?;
+                    }
+                }
+                // Whatever is left at the staged path is now the old partition.
+                if staged.exists() {
+                    fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+                }
+                let marker = target.join(NEW_DIR_MARKER);
+                if marker.exists() {
+                    fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+                }
+                if fs::read_dir(&target)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false)
+                {
+                    fs::remove_dir(&target).map_err(|e| Error::io(&target, e))?;
+                }
+                touched.insert(parent.to_path_buf());
+            }
+        }
+    }
+    for dir in touched {
+        sync_dir(&dir)?;
+    }
+    Ok(())
+}
+
+/// Swaps two directories in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`), so a reader
+/// sees the old partition or the new one and never a missing one.
+#[allow(unsafe_code)]
+fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let to_c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| Error::Internal(format!("path with NUL: {}", p.display())))
+    };
+    let (ca, cb) = (to_c(a)?, to_c(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call; the call
+    // does not retain them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(b, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Drops the rows of `existing` whose key appears in `new`.
+fn keep_rows_not_in(
+    existing: &[RecordBatch],
+    table: &TableDef,
+    new: &RecordBatch,
+) -> Result<Vec<RecordBatch>> {
+    let new_keys: BTreeSet<String> = (0..new.num_rows())
+        .map(|i| batch_key(new, table, i))
+        .collect::<Result<_>>()?;
+    let mut kept = Vec::new();
+    for batch in existing {
+        let mask: Vec<bool> = (0..batch.num_rows())
+            .map(|i| batch_key(batch, table, i).map(|k| !new_keys.contains(&k)))
+            .collect::<Result<_>>()?;
+        let filtered = filter_record_batch(batch, &mask.into())
+            .map_err(|e| Error::Internal(format!("filtering {}: {e}", table.name)))?;
+        // Older files may predate a column's addition; align them to the current schema.
+        if filtered.schema().fields() != new.schema().fields() {
+            return Err(Error::SchemaMismatch {
+                table: table.name.to_string(),
+                reason: "existing snapshot does not match the declared schema".into(),
+            });
+        }
+        kept.push(
+            filtered
+                .with_schema(new.schema())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
+    }
+    Ok(kept)
+}
+
+fn batch_key(batch: &RecordBatch, table: &TableDef, row: usize) -> Result<String> {
+    let mut parts = Vec::with_capacity(table.key.len());
+    for column in table.key {
+        let array = batch
+            .column_by_name(column)
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| {
+                Error::Internal(format!("key column {column} of {} is not text", table.name))
+            })?;
+        // Same spelling as `Row::key`, which formats with `{:?}`.
+        parts.push(format!("{:?}", array.value(row)));
+    }
+    Ok(parts.join("\u{1f}"))
+}
+
+fn parquet_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingFile>> {
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    ArrowWriter::try_new(HashingFile::new(file), schema, Some(props))
+        .map_err(|e| Error::parquet(path, e))
+}
+
+/// Closes a writer, fsyncs the file, and returns its sha256 and size.
+fn finish_writer(writer: ArrowWriter<HashingFile>, path: &Path) -> Result<(String, u64)> {
+    let file = writer.into_inner().map_err(|e| Error::parquet(path, e))?;
+    file.finish(path)
+}
+
+fn part_name(hash: &str) -> String {
+    format!("part-{}.parquet", &hash[..16])
+}
+
+/// A file that hashes what is written through it.
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl HashingFile {
+    fn new(file: File) -> Self {
+        HashingFile {
+            file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    fn finish(mut self, path: &Path) -> Result<(String, u64)> {
+        self.file.flush().map_err(|e| Error::io(path, e))?;
+        self.file.sync_all().map_err(|e| Error::io(path, e))?;
+        Ok((format!("{:x}", self.hasher.finalize()), self.bytes))
+    }
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            collect_parquet(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn parquet_files_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    collect_parquet(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Reads one Parquet file into batches.
+pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| Error::parquet(path, e))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::arrow(path, e))
+}
+
+fn parquet_rows(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    Ok(builder.metadata().file_metadata().num_rows() as u64)
+}
+
+/// The `table/vN` a Parquet file declares in its metadata, if any.
+pub fn declared_schema(path: &Path) -> Result<Option<String>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    Ok(builder
+        .schema()
+        .metadata()
+        .get(SCHEMA_METADATA_KEY)
+        .cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ServiceEdge, TestResult, Ts};
+
+    fn result(test: &str, at: i64) -> TestResult {
+        TestResult {
+            run_id: "r1".into(),
+            suite: "s".into(),
+            test_id: test.into(),
+            name: test.into(),
+            status: "passed".into(),
+            attempt: 1,
+            started_at: Ts(at),
+            source_format: "junit".into(),
+            ..Default::default()
+        }
+    }
+
+    fn count(lake: &Lake, table: &TableDef) -> usize {
+        lake.read_table(table)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum()
+    }
+
+    const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn appends_partition_by_utc_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let mut txn = lake.begin().unwrap();
+        txn.write(&[result("a", 0), result("b", DAY + 5)], WriteMode::Append)
+            .unwrap();
+        let summary = txn.commit().unwrap();
+        assert_eq!(summary.rows, 2);
+        assert_eq!(summary.files.len(), 2);
+        assert!(summary.files[0].starts_with("raw/test_results/date=1970-01-01/part-"));
+        assert!(summary.files[1].starts_with("raw/test_results/date=1970-01-02/part-"));
+        assert!(
+            fs::read_dir(dir.path().join("_staging"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn replacing_a_partition_never_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        for _ in 0..2 {
+            let mut txn = lake.begin().unwrap();
+            txn.write(
+                &[result("a", 0), result("b", 1)],
+                WriteMode::ReplacePartitions,
+            )
+            .unwrap();
+            txn.commit().unwrap();
+        }
+        assert_eq!(count(&lake, &TestResult::TABLE), 2);
+        assert_eq!(lake.parts(&TestResult::TABLE).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn same_rows_give_the_same_file_bytes() {
+        let names: Vec<Vec<String>> = (0..2)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                let lake = Lake::open(dir.path()).unwrap();
+                let mut txn = lake.begin().unwrap();
+                txn.write(&[result("a", 0)], WriteMode::Append).unwrap();
+                txn.commit().unwrap().files
+            })
+            .collect();
+        assert_eq!(names[0], names[1]);
+    }
+
+    #[test]
+    fn upsert_replaces_rows_with_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let edge = |from: &str, to: &str| ServiceEdge {
+            from_service: from.into(),
+            to_service: to.into(),
+            source: "catalog".into(),
+        };
+        for rows in [
+            vec![edge("a", "b"), edge("b", "c")],
+            vec![edge("a", "b"), edge("c", "d")],
+        ] {
+            let mut txn = lake.begin().unwrap();
+            txn.write(&rows, WriteMode::Upsert).unwrap();
+            txn.commit().unwrap();
+        }
+        assert_eq!(count(&lake, &ServiceEdge::TABLE), 3);
+    }
+
+    #[test]
+    fn rejects_a_write_mode_that_does_not_fit_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let mut txn = lake.begin().unwrap();
+        assert!(txn.write(&[result("a", 0)], WriteMode::Upsert).is_err());
+    }
+
+    #[test]
+    fn uncommitted_transaction_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let mut txn = lake.begin().unwrap();
+        txn.write(&[result("a", 0)], WriteMode::Append).unwrap();
+        // Simulate a kill: the process dies without running destructors.
+        std::mem::forget(txn);
+        let lake = Lake::open(dir.path()).unwrap();
+        assert_eq!(count(&lake, &TestResult::TABLE), 0);
+        assert!(
+            fs::read_dir(dir.path().join("_staging"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn committed_plan_left_by_a_killed_run_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let mut txn = lake.begin().unwrap();
+        txn.write(&[result("a", 0)], WriteMode::Append).unwrap();
+        txn.write(&[result("b", DAY)], WriteMode::ReplacePartitions)
+            .unwrap();
+        // Write the plan as commit does, then die before moving anything.
+        let mut plan = Vec::new();
+        for (_, part) in std::mem::take(&mut txn.open) {
+            let (hash, _) = finish_writer(part.writer, &part.staged).unwrap();
+            plan.push(Move::File {
+                staged: relative(dir.path(), &part.staged),
+                target: relative(dir.path(), &part.target_dir.join(part_name(&hash))),
+            });
+        }
+        for (target, staged) in std::mem::take(&mut txn.replaced) {
+            plan.push(Move::Dir {
+                staged: relative(dir.path(), &staged),
+                target: relative(dir.path(), &target),
+            });
+        }
+        write_synced(
+            &txn.staging.join("COMMIT"),
+            &serde_json::to_vec(&plan).unwrap(),
+        )
+        .unwrap();
+        std::mem::forget(txn);
+        let lake = Lake::open(dir.path()).unwrap();
+        assert_eq!(count(&lake, &TestResult::TABLE), 2);
+    }
+}

@@ -1,0 +1,442 @@
+//! JUnit/xUnit XML from any common producer -> `test_results`.
+//!
+//! Handles `<testsuites>` or a bare `<testsuite>` root, suites nested in suites, the status
+//! elements `<failure>`, `<error>`, `<skipped>` and a `status` attribute (tst, cunit), and
+//! surefire's reruns: `<flakyFailure>`/`<flakyError>` (failed attempts before a pass) and
+//! `<rerunFailure>`/`<rerunError>` (further failed attempts). Every attempt is its own row, and a
+//! test repeated in the same run gets the next attempt number, so a flaky test shows as one.
+//!
+//! Change, run, service and time come from suite `<properties>` (`maestro.change_id`,
+//! `maestro.run_id`, `maestro.service`, `maestro.started_at`), else from the command line, else
+//! from the suite's `timestamp`.
+//!
+//! Why quick-xml events rather than `quick_junit::Report::deserialize`: that deserializer is
+//! documented as experimental and expects quick-junit's own dialect (it requires attributes that
+//! half the producers in the field omit, and has no place for `status` attributes or suites
+//! without names); a streaming pass over quick-xml events accepts every dialect and never
+//! expands entities beyond the five predefined ones.
+
+use std::collections::HashMap;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+use super::{Chunk, Records, truncate_raw};
+use crate::schema::{TestResult, Ts};
+
+/// Deeper nesting than this is not a test report but an attack or an accident.
+const MAX_DEPTH: usize = 64;
+
+#[derive(Default)]
+struct Suite {
+    name: Option<String>,
+    timestamp: Option<Ts>,
+    properties: HashMap<String, String>,
+    cases: Vec<Case>,
+}
+
+#[derive(Default)]
+struct Case {
+    name: Option<String>,
+    classname: Option<String>,
+    file: Option<String>,
+    duration_s: Option<f64>,
+    timestamp: Option<Ts>,
+    status_attr: Option<String>,
+    /// Outcome elements in document order: (element name, message).
+    outcomes: Vec<(String, Option<String>)>,
+    offset: i64,
+}
+
+/// Reads one JUnit/xUnit XML file.
+pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
+    let mut parsed = Records::default();
+    if let Err(reason) = parse(chunk, &mut parsed) {
+        out.reject_whole_file(reason, truncate_raw(chunk.bytes));
+        return;
+    }
+    out.append(parsed);
+}
+
+fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
+    let mut reader = Reader::from_reader(chunk.bytes);
+    reader.config_mut().trim_text(true);
+    let mut buf = Vec::new();
+    let mut suites: Vec<Suite> = Vec::new();
+    let mut case: Option<Case> = None;
+    let mut depth = 0usize;
+    let mut saw_junit_root = false;
+    let mut attempts: HashMap<(String, String), i64> = HashMap::new();
+    let mut unnamed = 0usize;
+    loop {
+        let offset = reader.buffer_position() as i64;
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("corrupt XML at byte {}: {e}", reader.error_position()))?;
+        let (start, is_empty) = match &event {
+            Event::Start(e) => (Some(e.clone()), false),
+            Event::Empty(e) => (Some(e.clone()), true),
+            _ => (None, false),
+        };
+        if let Some(element) = start {
+            if !is_empty {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!("XML nested deeper than {MAX_DEPTH} elements"));
+                }
+            }
+            let name = local_name(&element);
+            match name.as_str() {
+                "testsuites" => {
+                    saw_junit_root = true;
+                    suites.push(suite_from(&element));
+                    if is_empty {
+                        close_suite(&mut suites, chunk, out, &mut attempts)?;
+                    }
+                }
+                "testsuite" => {
+                    saw_junit_root = true;
+                    suites.push(suite_from(&element));
+                    if is_empty {
+                        close_suite(&mut suites, chunk, out, &mut attempts)?;
+                    }
+                }
+                "testcase" => {
+                    if suites.is_empty() {
+                        saw_junit_root = true;
+                        suites.push(Suite::default());
+                    }
+                    let mut new_case = case_from(&element);
+                    new_case.offset = chunk.first_offset + offset;
+                    if new_case.name.is_none() {
+                        unnamed += 1;
+                        new_case.name = Some(format!("(unnamed testcase {unnamed})"));
+                    }
+                    if is_empty {
+                        suites
+                            .last_mut()
+                            .expect("pushed above")
+                            .cases
+                            .push(new_case);
+                    } else {
+                        case = Some(new_case);
+                    }
+                }
+                "property" => {
+                    if let (Some(key), Some(value), Some(suite)) = (
+                        attr(&element, "name"),
+                        attr(&element, "value"),
+                        suites.last_mut(),
+                    ) {
+                        suite.properties.entry(key).or_insert(value);
+                    }
+                }
+                "failure" | "error" | "skipped" | "flakyFailure" | "flakyError"
+                | "rerunFailure" | "rerunError" => {
+                    if let Some(case) = case.as_mut() {
+                        let message = attr(&element, "message").or_else(|| attr(&element, "type"));
+                        case.outcomes.push((name.clone(), message));
+                    }
+                }
+                _ => {}
+            }
+        }
+        match event {
+            Event::End(element) => {
+                depth = depth.saturating_sub(1);
+                let name = String::from_utf8_lossy(element.local_name().as_ref()).into_owned();
+                match name.as_str() {
+                    "testcase" => {
+                        if let (Some(done), Some(suite)) = (case.take(), suites.last_mut()) {
+                            suite.cases.push(done);
+                        }
+                    }
+                    "testsuite" | "testsuites" => {
+                        close_suite(&mut suites, chunk, out, &mut attempts)?
+                    }
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !saw_junit_root {
+        return Err(
+            "XML without <testsuites>, <testsuite> or <testcase>: not a JUnit/xUnit report".into(),
+        );
+    }
+    if !suites.is_empty() {
+        return Err("truncated XML: a <testsuite> is never closed".into());
+    }
+    Ok(())
+}
+
+fn close_suite(
+    suites: &mut Vec<Suite>,
+    chunk: &Chunk<'_>,
+    out: &mut Records,
+    attempts: &mut HashMap<(String, String), i64>,
+) -> Result<(), String> {
+    let Some(suite) = suites.pop() else {
+        return Err("unbalanced XML: a suite closes that never opened".into());
+    };
+    // Properties and timestamps of enclosing suites apply to nested ones.
+    let lookup = |keys: &[&str]| -> Option<String> {
+        std::iter::once(&suite)
+            .chain(suites.iter().rev())
+            .find_map(|s| keys.iter().find_map(|k| s.properties.get(*k).cloned()))
+    };
+    let context = chunk.context;
+    let change_id = lookup(&["maestro.change_id", "change_id", "git.commit"])
+        .or_else(|| context.change_id.clone());
+    let service = lookup(&["maestro.service", "service"]).or_else(|| context.service.clone());
+    let run_id = lookup(&["maestro.run_id", "run_id", "ci.run_id"])
+        .or_else(|| context.run_id.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "report-{}",
+                &chunk.source_sha256[..chunk.source_sha256.len().min(16)]
+            )
+        });
+    let property_time = lookup(&["maestro.started_at", "started_at"]).map(|t| (Ts::parse(&t), t));
+    let suite_time = std::iter::once(&suite)
+        .chain(suites.iter().rev())
+        .find_map(|s| s.timestamp);
+    let suite_name = std::iter::once(&suite)
+        .chain(suites.iter().rev())
+        .find_map(|s| s.name.clone())
+        .unwrap_or_default();
+
+    for case in suite.cases {
+        out.read += 1;
+        let started_at = match (&property_time, case.timestamp) {
+            (_, Some(at)) => at,
+            (Some((Some(at), _)), None) => *at,
+            (Some((None, text)), None) => {
+                out.rejected.push(case_rejection(
+                    &case,
+                    format!("property maestro.started_at {text:?} is not a time"),
+                ));
+                continue;
+            }
+            (None, None) => match context.at.or(suite_time) {
+                Some(at) => at,
+                None => {
+                    out.rejected.push(case_rejection(
+                        &case,
+                        "no time: the report has no timestamp and no --at was given".into(),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let name = case.name.clone().unwrap_or_default();
+        let test_id = match &case.classname {
+            Some(class) => format!("{class}::{name}"),
+            None => name.clone(),
+        };
+        let main_status = main_status(&case);
+        let main_message = case
+            .outcomes
+            .iter()
+            .find(|(kind, _)| matches!(kind.as_str(), "error" | "failure" | "skipped"))
+            .and_then(|(_, m)| m.clone());
+        // Attempts in order: flaky failures (before the final pass), the main result, reruns.
+        let mut runs: Vec<(&str, Option<String>, Option<f64>)> = Vec::new();
+        for (kind, message) in &case.outcomes {
+            match kind.as_str() {
+                "flakyFailure" => runs.push(("failed", message.clone(), None)),
+                "flakyError" => runs.push(("error", message.clone(), None)),
+                _ => {}
+            }
+        }
+        runs.push((main_status, main_message, case.duration_s));
+        for (kind, message) in &case.outcomes {
+            match kind.as_str() {
+                "rerunFailure" => runs.push(("failed", message.clone(), None)),
+                "rerunError" => runs.push(("error", message.clone(), None)),
+                _ => {}
+            }
+        }
+        let attempt = attempts
+            .entry((run_id.clone(), test_id.clone()))
+            .or_insert(0);
+        for (status, message, duration_s) in runs {
+            *attempt += 1;
+            out.test_results.push(TestResult {
+                run_id: run_id.clone(),
+                change_id: change_id.clone(),
+                service: service.clone(),
+                suite: suite_name.clone(),
+                test_id: test_id.clone(),
+                classname: case.classname.clone(),
+                name: name.clone(),
+                file: case.file.clone(),
+                status: status.to_string(),
+                duration_s,
+                attempt: *attempt,
+                started_at,
+                message,
+                source_format: "junit".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn main_status(case: &Case) -> &'static str {
+    let has = |kind: &str| case.outcomes.iter().any(|(k, _)| k == kind);
+    if has("error") {
+        return "error";
+    }
+    if has("failure") {
+        return "failed";
+    }
+    if has("skipped") {
+        return "skipped";
+    }
+    match case
+        .status_attr
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("failed" | "failure" | "fail") => "failed",
+        Some("error" | "errored") => "error",
+        Some("skipped" | "disabled" | "notrun" | "ignored" | "skip") => "skipped",
+        _ => "passed",
+    }
+}
+
+fn case_rejection(case: &Case, reason: String) -> super::RejectedRecord {
+    super::RejectedRecord {
+        line: None,
+        byte_offset: Some(case.offset),
+        reason,
+        raw: format!(
+            "<testcase classname={:?} name={:?}>",
+            case.classname.as_deref().unwrap_or(""),
+            case.name.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+fn suite_from(element: &BytesStart<'_>) -> Suite {
+    Suite {
+        name: attr(element, "name"),
+        timestamp: attr(element, "timestamp").and_then(|t| Ts::parse(&t)),
+        ..Default::default()
+    }
+}
+
+fn case_from(element: &BytesStart<'_>) -> Case {
+    Case {
+        name: attr(element, "name"),
+        classname: attr(element, "classname").or_else(|| attr(element, "class")),
+        file: attr(element, "file"),
+        // Some producers write thousands separators ("1,234.5").
+        duration_s: attr(element, "time")
+            .and_then(|t| t.replace(',', "").trim().parse::<f64>().ok()),
+        timestamp: attr(element, "timestamp").and_then(|t| Ts::parse(&t)),
+        status_attr: attr(element, "status").or_else(|| attr(element, "result")),
+        ..Default::default()
+    }
+}
+
+fn local_name(element: &BytesStart<'_>) -> String {
+    String::from_utf8_lossy(element.local_name().as_ref()).into_owned()
+}
+
+/// An attribute's value, unescaped when it can be (predefined and numeric entities only).
+fn attr(element: &BytesStart<'_>, key: &str) -> Option<String> {
+    element
+        .attributes()
+        .flatten()
+        .find(|a| a.key.local_name().as_ref() == key.as_bytes())
+        .map(|a| match a.unescape_value() {
+            Ok(value) => value.into_owned(),
+            Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
+        })
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readers::ReportContext;
+
+    fn read_xml(xml: &str, context: &ReportContext) -> Records {
+        let chunk = Chunk {
+            bytes: xml.as_bytes(),
+            first_line: 1,
+            first_offset: 0,
+            source_sha256: "abcdef0123456789ff",
+            context,
+        };
+        let mut out = Records::default();
+        read(&chunk, &mut out);
+        out
+    }
+
+    #[test]
+    fn properties_name_change_run_and_service() {
+        let xml = r#"<testsuite name="s" timestamp="2024-03-01T10:00:00">
+            <properties><property name="maestro.change_id" value="c9"/><property name="maestro.service" value="api"/>
+            <property name="maestro.run_id" value="run-7"/></properties>
+            <testcase classname="A" name="t" time="1,5"/></testsuite>"#;
+        let out = read_xml(xml, &ReportContext::default());
+        let row = &out.test_results[0];
+        assert_eq!(row.change_id.as_deref(), Some("c9"));
+        assert_eq!(row.service.as_deref(), Some("api"));
+        assert_eq!(row.run_id, "run-7");
+        assert_eq!(row.started_at, Ts::parse("2024-03-01T10:00:00Z").unwrap());
+    }
+
+    #[test]
+    fn flaky_reruns_become_attempts() {
+        let xml = r#"<testsuite name="s"><testcase classname="A" name="t" time="2">
+            <flakyFailure message="boom"/><flakyError message="bang"/></testcase></testsuite>"#;
+        let context = ReportContext {
+            at: Some(Ts(0)),
+            ..Default::default()
+        };
+        let out = read_xml(xml, &context);
+        let statuses: Vec<_> = out
+            .test_results
+            .iter()
+            .map(|r| (r.attempt, r.status.as_str()))
+            .collect();
+        assert_eq!(statuses, [(1, "failed"), (2, "error"), (3, "passed")]);
+        assert_eq!(out.read, 1);
+    }
+
+    #[test]
+    fn without_any_time_a_case_is_rejected_not_dropped() {
+        let out = read_xml(
+            r#"<testsuite><testcase name="t"/></testsuite>"#,
+            &ReportContext::default(),
+        );
+        assert_eq!((out.read, out.accepted()), (1, 0));
+        assert!(out.rejected[0].reason.contains("--at"));
+    }
+
+    #[test]
+    fn truncated_and_entity_bombs_are_rejected_whole() {
+        let context = ReportContext {
+            at: Some(Ts(0)),
+            ..Default::default()
+        };
+        let truncated = read_xml(
+            r#"<testsuite name="s"><testcase name="a"/><testcase name="b"#,
+            &context,
+        );
+        assert_eq!((truncated.read, truncated.test_results.len()), (1, 0));
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
+            <testsuite name="s"><testcase name="&lol2;"/></testsuite>"#;
+        let out = read_xml(bomb, &context);
+        assert_eq!(out.read, 1);
+        assert!(out.test_results.iter().all(|r| r.name.len() < 100));
+    }
+}

@@ -1,0 +1,139 @@
+//! Command-line arguments, one struct per subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Maestro: release-engineering analytics over a Parquet lake.
+#[derive(Debug, Parser)]
+#[command(name = "maestro", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log debug detail on stderr (or set MAESTRO_LOG, e.g. MAESTRO_LOG=info).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a realistic history, ingest it into a fresh lake, and show what the lake holds.
+    Demo(DemoArgs),
+    /// Write a realistic generated history in the real source formats.
+    Generate(GenerateArgs),
+    /// Take source files and folders into the lake.
+    Ingest(IngestArgs),
+    /// Run a read-only SQL query over every lake table.
+    Sql(SqlArgs),
+}
+
+/// Where the lake is.
+#[derive(Debug, Args)]
+pub struct LakeArgs {
+    /// Lake directory.
+    #[arg(long, env = "MAESTRO_LAKE", default_value = "lake")]
+    pub lake: PathBuf,
+}
+
+/// `maestro demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Scratch folder for the generated sources and the lake (replaced if it exists).
+    #[arg(long, default_value = "maestro-demo")]
+    pub dir: PathBuf,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Days of history.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Number of services.
+    #[arg(long, default_value_t = 8)]
+    pub services: usize,
+}
+
+/// `maestro generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Output folder: `sources/` (to ingest) and `truth/` (the hidden probabilities) go in it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed: the same seed gives identical files.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Days of history.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Number of services.
+    #[arg(long, default_value_t = 8)]
+    pub services: usize,
+}
+
+/// `maestro ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Read every file as this format instead of detecting it.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<maestro_datasets::readers::Format>,
+    /// Exit with code 1 if any record is rejected.
+    #[arg(long)]
+    pub strict: bool,
+    /// Change that test reports without `maestro.change_id` property ran for.
+    #[arg(long)]
+    pub change_id: Option<String>,
+    /// CI run id for test reports without `maestro.run_id` property.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Service for test reports and scrapes that do not name one.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Time (RFC 3339) for test reports and scrapes that carry none.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Files and folders (searched recursively); gzipped files are read transparently.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+fn parse_format(text: &str) -> Result<maestro_datasets::readers::Format, String> {
+    text.parse()
+}
+
+/// `maestro sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
+    /// The query (read-only).
+    pub query: String,
+}
+
+/// Output formats of `maestro sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqlFormat {
+    /// Aligned text table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON array of objects.
+    Json,
+}

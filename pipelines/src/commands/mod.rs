@@ -1,0 +1,26 @@
+//! One module per subcommand; each takes its parsed arguments and returns an [`Outcome`].
+
+mod demo;
+mod generate;
+mod ingest;
+mod sql;
+
+use crate::Outcome;
+use crate::cli::{Cli, Command};
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Ingest(args) => ingest::run(&args),
+        Command::Sql(args) => sql::run(&args),
+    }
+}
+
+/// A tokio runtime for the DataFusion parts of a command.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,287 @@
+//! The `maestro` command as a user runs it: demo, generate, ingest, sql, exit codes, and the
+//! lake read by other tools.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn maestro(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maestro"))
+        .args(args)
+        .output()
+        .expect("maestro runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn generate(dir: &Path) {
+    let out = maestro(&[
+        "generate",
+        "--out",
+        dir.to_str().unwrap(),
+        "--days",
+        "2",
+        "--services",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_generates_ingests_and_summarises_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = maestro(&[
+        "demo",
+        "--dir",
+        demo.to_str().unwrap(),
+        "--days",
+        "3",
+        "--services",
+        "3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("rejected 0"), "{text}");
+    for table in [
+        "changes",
+        "deployments",
+        "incidents",
+        "test_results",
+        "spans",
+        "metric_points",
+        "audit_events",
+        "slos",
+        "service_edges",
+        "_ingested",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{table} ")))
+            .unwrap_or_else(|| panic!("{table} missing in {text}"));
+        let rows: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(rows > 0, "{table} is empty: {line}");
+    }
+    check_lake_reads_elsewhere(&demo.join("lake"));
+}
+
+/// pyarrow, polars and DuckDB read the lake unchanged and agree with Maestro's counts.
+fn check_lake_reads_elsewhere(lake: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_lake.py");
+    let probe = Command::new("python3")
+        .args(["-c", "import pyarrow, polars, duckdb"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("MAESTRO_REQUIRE_PYTHON").is_none(),
+            "python3 with pyarrow, polars and duckdb is required (pip install -r .ci/requirements.txt)"
+        );
+        eprintln!(
+            "skipping the pyarrow/polars/DuckDB check: pip install -r .ci/requirements.txt to run it"
+        );
+        return;
+    }
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables = counts.as_object().unwrap();
+    assert_eq!(tables.len(), 9, "{counts}");
+    for (table, readers) in tables {
+        let sql = maestro(&[
+            "sql",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--format",
+            "csv",
+            &format!("select count(*) as n from {table}"),
+        ]);
+        let ours: u64 = stdout(&sql).lines().nth(1).unwrap().parse().unwrap();
+        for reader in ["pyarrow", "polars", "duckdb"] {
+            assert_eq!(readers[reader].as_u64(), Some(ours), "{table} via {reader}");
+        }
+    }
+}
+
+#[test]
+fn ingest_twice_reports_duplicates_and_sql_sees_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path());
+    let lake = dir.path().join("lake");
+    let sources = dir.path().join("sources");
+    let (lake_s, sources_s) = (lake.to_str().unwrap(), sources.to_str().unwrap());
+    let first = maestro(&["ingest", "--lake", lake_s, sources_s]);
+    assert_eq!(first.status.code(), Some(0));
+    let count = || {
+        let out = maestro(&[
+            "sql",
+            "--lake",
+            lake_s,
+            "--format",
+            "json",
+            "select count(*) as n from deployments",
+        ]);
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        value[0]["n"].as_u64().unwrap()
+    };
+    let before = count();
+    let second = maestro(&["ingest", "--lake", lake_s, sources_s]);
+    assert!(
+        stdout(&second).contains("ingested 0 files"),
+        "{}",
+        stdout(&second)
+    );
+    assert_eq!(count(), before);
+}
+
+#[test]
+fn strict_ingest_exits_1_on_rejections_and_keeps_the_good_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"context":{"id":"e1","type":"dev.cdevents.incident.detected.0.2.0","timestamp":"2024-01-02T03:04:05Z"},"subject":{"id":"i1","content":{"service":{"id":"api"}}}}"#,
+            "\n",
+            r#"{"context":{"id":"e2","type":"dev.cdevents.incident.detected.0.2.0","timestamp":17},"subject":{"id":"i2","content":{"service":{"id":"api"}}}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let out = maestro(&[
+        "ingest",
+        "--strict",
+        "--lake",
+        lake.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("read 2 = accepted 1 + rejected 1"),
+        "{}",
+        stdout(&out)
+    );
+    let rejected = maestro(&[
+        "sql",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+        "select line, reason from _rejected",
+    ]);
+    assert!(
+        stdout(&rejected).contains("2,missing context.timestamp"),
+        "{}",
+        stdout(&rejected)
+    );
+}
+
+#[test]
+fn sql_refuses_writes_and_reports_errors_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake_s = lake.to_str().unwrap();
+    for statement in [
+        "create table x as select 1",
+        "insert into changes select * from changes",
+        "copy (select 1) to '/tmp/x.csv'",
+        "drop table changes",
+    ] {
+        let out = maestro(&["sql", "--lake", lake_s, statement]);
+        assert_eq!(out.status.code(), Some(2), "{statement}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not supported")
+                || String::from_utf8_lossy(&out.stderr).contains("not allowed"),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ok = maestro(&["sql", "--lake", lake_s, "select count(*) from changes"]);
+    assert_eq!(ok.status.code(), Some(0));
+    let bad = maestro(&["ingest", "--lake", lake_s, "/nonexistent/path"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no such file"));
+}
+
+#[test]
+fn a_killed_ingest_leaves_no_partial_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = maestro(&[
+        "generate",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--days",
+        "6",
+        "--services",
+        "6",
+    ]);
+    assert!(out.status.success());
+    let lake = dir.path().join("lake");
+    let sources = dir.path().join("sources");
+    for delay_ms in [50u64, 200, 600] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_maestro"))
+            .args([
+                "ingest",
+                "--lake",
+                lake.to_str().unwrap(),
+                sources.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever the kill interrupted, the next run recovers, and the lake ends complete.
+        let out = maestro(&[
+            "ingest",
+            "--lake",
+            lake.to_str().unwrap(),
+            sources.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counts = maestro(&[
+            "sql",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--format",
+            "csv",
+            "select (select count(*) from _ingested) as files, (select count(distinct source_sha256) from _ingested) as distinct_files, (select sum(records_read) from _ingested) as read, (select count(*) from test_results) + (select count(*) from metric_points) as rows",
+        ]);
+        let line = stdout(&counts).lines().nth(1).unwrap().to_string();
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[0], fields[1], "a file was recorded twice: {line}");
+        assert!(
+            !std::fs::read_dir(lake.join("_staging"))
+                .unwrap()
+                .any(|_| true),
+            "staging left behind"
+        );
+        // Start again from an empty lake for the next delay.
+        std::fs::remove_dir_all(&lake).unwrap();
+    }
+}
