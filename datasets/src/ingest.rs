@@ -267,13 +267,20 @@ impl<'l> RunState<'l> {
     ) -> Result<()> {
         let mut reader = open_decompressed(path)?;
         let mut head = vec![0u8; 64 * 1024];
-        let head_len = read_up_to(&mut reader, &mut head).map_err(|e| Error::io(path, e))?;
-        head.truncate(head_len);
-        let format = match options
-            .format
-            .map(Ok)
-            .unwrap_or_else(|| readers::detect(&head))
-        {
+        let detected = match read_up_to(&mut reader, &mut head) {
+            Ok(len) => {
+                head.truncate(len);
+                options
+                    .format
+                    .map(Ok)
+                    .unwrap_or_else(|| readers::detect(&head))
+            }
+            Err(e) => {
+                head.clear();
+                Err(format!("unreadable file: {e}"))
+            }
+        };
+        let format = match detected {
             Ok(format) => format,
             Err(reason) => {
                 let mut records = Records::default();
@@ -343,8 +350,15 @@ impl<'l> RunState<'l> {
                 buf.truncate(start + n);
                 if n == 0 {
                     done = true;
-                } else if let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') {
-                    carry = buf.split_off(last_newline + 1);
+                } else {
+                    match buf.iter().rposition(|b| *b == b'\n') {
+                        Some(last_newline) => carry = buf.split_off(last_newline + 1),
+                        None => {
+                            // A line longer than the chunk: keep reading until it ends.
+                            carry = buf;
+                            continue;
+                        }
+                    }
                 }
                 if !buf.is_empty() {
                     let lines_in = buf.iter().filter(|b| **b == b'\n').count() as i64;
@@ -607,14 +621,7 @@ fn parse_whole(
     modified_at: Option<Ts>,
     options: &IngestOptions,
 ) -> Records {
-    let chunk = Chunk {
-        bytes,
-        first_line: 1,
-        first_offset: 0,
-        modified_at,
-        source_sha256: sha256,
-        context: &options.context,
-    };
+    let chunk = Chunk::whole_file(bytes, sha256, modified_at, &options.context);
     let mut records = Records::default();
     readers::read_chunk(format, &chunk, &mut records);
     records

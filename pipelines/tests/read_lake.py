@@ -21,6 +21,6 @@ for table_dir in sorted((lake / "raw").iterdir()):
     polars_rows = pl.scan_parquet(str(table_dir / "**" / "*.parquet"), hive_partitioning=True).select(pl.len()).collect().item()
     duck_rows = duckdb.sql(
         f"select count(*) from read_parquet('{table_dir}/**/*.parquet', hive_partitioning = true)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     counts[name] = {"pyarrow": arrow_rows, "polars": polars_rows, "duckdb": duck_rows}
 print(json.dumps(counts, sort_keys=True))

@@ -244,15 +244,9 @@ mod tests {
 
     fn read_text(text: &str) -> Records {
         let context = ReportContext::default();
-        let chunk = Chunk {
-            bytes: text.as_bytes(),
-            first_line: 1,
-            first_offset: 0,
-            source_sha256: "00",
-            context: &context,
-        };
+        let chunk = Chunk::whole_file(text.as_bytes(), "00", None, &context);
         let mut out = Records::default();
-        read(&chunk, &mut out);
+        crate::readers::read_chunk(crate::readers::Format::CdEvents, &chunk, &mut out);
         out
     }
 

@@ -368,13 +368,7 @@ mod tests {
     use crate::readers::ReportContext;
 
     fn read_xml(xml: &str, context: &ReportContext) -> Records {
-        let chunk = Chunk {
-            bytes: xml.as_bytes(),
-            first_line: 1,
-            first_offset: 0,
-            source_sha256: "abcdef0123456789ff",
-            context,
-        };
+        let chunk = Chunk::whole_file(xml.as_bytes(), "abcdef0123456789ff", None, context);
         let mut out = Records::default();
         read(&chunk, &mut out);
         out

@@ -144,6 +144,23 @@ pub struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
+    /// A chunk holding a whole file.
+    pub fn whole_file(
+        bytes: &'a [u8],
+        source_sha256: &'a str,
+        modified_at: Option<Ts>,
+        context: &'a ReportContext,
+    ) -> Self {
+        Chunk {
+            bytes,
+            first_line: 1,
+            first_offset: 0,
+            modified_at,
+            source_sha256,
+            context,
+        }
+    }
+
     /// Iterates the chunk's non-blank lines with their line number and byte offset.
     pub fn lines(&self) -> impl Iterator<Item = (i64, i64, &'a [u8])> + use<'a> {
         let mut offset = 0usize;
@@ -303,6 +320,8 @@ pub fn read_chunk(format: Format, chunk: &Chunk<'_>, out: &mut Records) {
         Format::CommitGuruCsv => commit_guru::read(chunk, out),
         Format::BackstageCatalog => catalog::read(chunk, out),
     }
+    // Readers find some problems in a first pass and others in a second: report in file order.
+    out.rejected.sort_by_key(|r| (r.byte_offset, r.line));
 }
 
 /// Names the format of a file from its first bytes, or says why none fits.

@@ -342,3 +342,27 @@ fn hex(bytes: &[u8]) -> String {
             s
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readers::ReportContext;
+
+    #[test]
+    fn summaries_keep_their_quantiles() {
+        let text = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},"scopeMetrics":[{"metrics":[{"name":"rpc.duration","summary":{"dataPoints":[{"timeUnixNano":"1700000000000000000","count":"10","sum":55.5,"quantileValues":[{"quantile":0.5,"value":4.0},{"quantile":0.99,"value":9.5}]}]}}]}]}]}"#;
+        let context = ReportContext::default();
+        let mut out = Records::default();
+        read_metrics(
+            &Chunk::whole_file(text.as_bytes(), "00", None, &context),
+            &mut out,
+        );
+        let point = &out.metric_points[0];
+        assert_eq!(
+            (point.kind.as_str(), point.count, point.value),
+            ("summary", Some(10.0), Some(55.5))
+        );
+        assert_eq!(point.bucket_bounds, [0.5, 0.99]);
+        assert_eq!(point.bucket_counts, [4.0, 9.5]);
+    }
+}

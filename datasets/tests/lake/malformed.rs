@@ -45,14 +45,7 @@ const SAMPLES: [(Format, &str); 9] = [
 
 fn read(format: Format, bytes: &[u8]) -> Records {
     let context = ReportContext::default();
-    let chunk = Chunk {
-        bytes,
-        first_line: 1,
-        first_offset: 0,
-        modified_at: Some(Ts(0)),
-        source_sha256: "00000000000000000000",
-        context: &context,
-    };
+    let chunk = Chunk::whole_file(bytes, "00000000000000000000", Some(Ts(0)), &context);
     let mut records = Records::default();
     readers::read_chunk(format, &chunk, &mut records);
     records
