@@ -14,8 +14,8 @@
 //! # The hidden rules
 //!
 //! **Bugs.** A change introduces a defect with probability
-//! `sigmoid(-3.2 + 0.45·ln(1+la+ld) + 0.5·entropy + 0.25·ln(1+nf) + 0.6·fix − 0.3·ln(1+exp)
-//!  + 0.2·ln(1+ndev) + ln(service risk))`: big, scattered changes by inexperienced authors to
+//! `sigmoid(-3.2 + 0.45·ln(1+la+ld) + 0.5·entropy + 0.25·ln(1+nf) + 0.6·fix − 0.3·ln(1+exp) +
+//! 0.2·ln(1+ndev) + ln(service risk))`: big, scattered changes by inexperienced authors to
 //! files many people touch are riskier; bug fixes are riskier still.
 //!
 //! **Bad deployments.** A deployment goes bad with probability
@@ -1445,6 +1445,7 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -596,6 +596,7 @@ pub fn declared_schema(path: &Path) -> Result<Option<String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::schema::{ServiceEdge, TestResult, Ts};

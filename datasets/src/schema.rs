@@ -633,6 +633,7 @@ pub const RAW_TABLES: [TableDef; 9] = [
 ];
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! The `maestro` command as a user runs it: demo, generate, ingest, sql, exit codes, and the
 //! lake read by other tools.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::path::Path;
 use std::process::{Command, Output};
 

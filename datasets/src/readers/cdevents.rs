@@ -238,6 +238,7 @@ fn string_list(value: Option<&Value>) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::readers::ReportContext;

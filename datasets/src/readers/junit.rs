@@ -363,6 +363,7 @@ fn attr(element: &BytesStart<'_>, key: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::readers::ReportContext;

@@ -374,9 +374,7 @@ fn detect_json(body: &str) -> Result<Format, String> {
         Err("OTLP logs: Maestro reads OTLP traces and metrics, not logs".into())
     } else if has_key("Records") && (has_key("eventSource") || has_key("eventName")) {
         Ok(Format::CloudTrail)
-    } else if has_key("auditID") && has("audit.k8s.io") {
-        Ok(Format::K8sAudit)
-    } else if has_key("auditID") && has_key("verb") {
+    } else if has_key("auditID") && (has("audit.k8s.io") || has_key("verb")) {
         Ok(Format::K8sAudit)
     } else if has_key("deployment") && (has_key("statuses_url") || has_key("deployment_status")) {
         Ok(Format::GithubDeployment)
@@ -451,6 +449,7 @@ pub(crate) fn first_str<'v>(value: &'v Value, pointers: &[&str]) -> Option<&'v s
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -215,6 +215,7 @@ fn parse_timestamp(text: &str) -> Option<Ts> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 

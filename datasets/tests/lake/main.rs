@@ -1,6 +1,8 @@
 //! Integration tests of the datasets crate: readers against the real corpus, ingest into a lake
 //! (idempotence, kills, reconciliation), and malformed input. One binary, several modules.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod corpus;
 mod ingest;
 mod malformed;

@@ -1,0 +1,269 @@
+//! Scale runs of Maestro on generated data: each prints seconds, MB/s, rows/s and peak memory.
+//!
+//! `maestro-scale ingest [--mb N]` times `maestro ingest` on one core (RAYON_NUM_THREADS=1) for
+//! JUnit XML, OTLP JSON and audit JSON, each from files built out of a generated history.
+//! `maestro-scale stream [--gb N]` ingests one large OTLP metrics file and reports peak memory.
+//! `maestro-scale demo` times `maestro demo` at its default size. Run them with the release
+//! build: `cargo run --release -p maestro-benches -- ingest`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use maestro_datasets::generate::{GenerateOptions, generate};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |flag: &str, default: f64| -> anyhow::Result<f64> {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => args
+                .get(i + 1)
+                .context("flag needs a value")?
+                .parse()
+                .context("not a number"),
+            None => Ok(default),
+        }
+    };
+    let maestro = maestro_binary()?;
+    match args.first().map(String::as_str) {
+        Some("ingest") => ingest_throughput(&maestro, number("--mb", 200.0)?),
+        Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
+        Some("demo") => demo(&maestro),
+        _ => bail!("usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo"),
+    }
+}
+
+/// The `maestro` binary built beside this one (same profile).
+fn maestro_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name("maestro");
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p maestro-pipelines)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A history to copy bench files from.
+fn history(scratch: &Path) -> anyhow::Result<PathBuf> {
+    let dir = scratch.join("history");
+    generate(
+        &dir,
+        &GenerateOptions {
+            days: 14,
+            services: 12,
+            ..Default::default()
+        },
+    )?;
+    Ok(dir.join("sources"))
+}
+
+fn files_with(dir: &Path, needle: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().contains(needle) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Copies `sources` into `out` until it holds `bytes`, each copy distinct (so none is skipped
+/// as a duplicate): JUnit copies get a trailing comment, JSON lines are concatenated.
+fn build_input(sources: &[PathBuf], out: &Path, bytes: u64, as_lines: bool) -> anyhow::Result<u64> {
+    fs::create_dir_all(out)?;
+    let mut written = 0u64;
+    let mut copy = 0usize;
+    if as_lines {
+        let mut file = std::io::BufWriter::new(fs::File::create(out.join("input.jsonl"))?);
+        while written < bytes {
+            for source in sources {
+                let content = fs::read(source)?;
+                file.write_all(&content)?;
+                written += content.len() as u64;
+            }
+        }
+        file.flush()?;
+    } else {
+        while written < bytes {
+            for source in sources {
+                let mut content = fs::read(source)?;
+                content.extend_from_slice(format!("\n<!-- copy {copy} -->\n").as_bytes());
+                copy += 1;
+                fs::write(out.join(format!("{copy:07}.xml")), &content)?;
+                written += content.len() as u64;
+                if written >= bytes {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(written)
+}
+
+struct Measured {
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_mb: f64,
+    stdout: String,
+}
+
+/// Runs `maestro` and measures wall time, CPU time and the child's peak resident memory.
+fn run_measured(maestro: &Path, args: &[&str], one_core: bool) -> anyhow::Result<Measured> {
+    let before = children_usage();
+    let started = Instant::now();
+    let mut command = Command::new(maestro);
+    command.args(args);
+    if one_core {
+        command.env("RAYON_NUM_THREADS", "1");
+    }
+    let output = command.output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!(
+            "maestro {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let after = children_usage();
+    Ok(Measured {
+        seconds,
+        cpu_seconds: after.0 - before.0,
+        peak_rss_mb: after.1,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+    })
+}
+
+/// (CPU seconds, peak RSS in MB) of all waited-for children so far.
+#[allow(unsafe_code)]
+fn children_usage() -> (f64, f64) {
+    // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_CHILDREN is a valid target.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        usage.ru_maxrss as f64 / 1024.0,
+    )
+}
+
+/// Records read, from the ingest summary line `records: read N = ...`.
+fn records_read(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("records: read "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ingest_throughput(maestro: &Path, mb: f64) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let sources = history(scratch.path())?;
+    println!(
+        "{:<12} {:>9} {:>9} {:>9} {:>10} {:>12} {:>11}",
+        "format", "MB", "seconds", "cpu s", "MB/s", "rows/s", "peak MB"
+    );
+    for (name, needle, as_lines) in [
+        ("junit", "junit/", false),
+        ("otlp-json", "otlp/metrics-", true),
+        ("audit-json", "audit/k8s-", true),
+    ] {
+        let input = scratch.path().join(name);
+        let bytes = build_input(
+            &files_with(&sources, needle)?,
+            &input,
+            (mb * 1e6) as u64,
+            as_lines,
+        )?;
+        let lake = scratch.path().join(format!("lake-{name}"));
+        let m = run_measured(
+            maestro,
+            &[
+                "ingest",
+                "--lake",
+                lake.to_str().context("utf-8 path")?,
+                input.to_str().context("utf-8 path")?,
+            ],
+            true,
+        )?;
+        let rows = records_read(&m.stdout);
+        let megabytes = bytes as f64 / 1e6;
+        println!(
+            "{:<12} {:>9.1} {:>9.2} {:>9.2} {:>10.1} {:>12.0} {:>11.0}",
+            name,
+            megabytes,
+            m.seconds,
+            m.cpu_seconds,
+            megabytes / m.seconds,
+            rows as f64 / m.seconds,
+            m.peak_rss_mb
+        );
+        fs::remove_dir_all(&input)?;
+        fs::remove_dir_all(&lake)?;
+    }
+    Ok(())
+}
+
+fn stream_memory(maestro: &Path, gb: f64) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let sources = history(scratch.path())?;
+    let input = scratch.path().join("big");
+    let bytes = build_input(
+        &files_with(&sources, "otlp/metrics-")?,
+        &input,
+        (gb * 1e9) as u64,
+        true,
+    )?;
+    let lake = scratch.path().join("lake");
+    let m = run_measured(
+        maestro,
+        &[
+            "ingest",
+            "--lake",
+            lake.to_str().context("utf-8 path")?,
+            input.to_str().context("utf-8 path")?,
+        ],
+        false,
+    )?;
+    let rows = records_read(&m.stdout);
+    println!(
+        "one OTLP metrics file of {:.2} GB: {:.1} s, {:.1} MB/s, {:.0} rows/s, peak memory {:.0} MB",
+        bytes as f64 / 1e9,
+        m.seconds,
+        bytes as f64 / 1e6 / m.seconds,
+        rows as f64 / m.seconds,
+        m.peak_rss_mb
+    );
+    Ok(())
+}
+
+fn demo(maestro: &Path) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().join("demo");
+    let m = run_measured(
+        maestro,
+        &["demo", "--dir", dir.to_str().context("utf-8 path")?],
+        false,
+    )?;
+    println!(
+        "maestro demo (default size): {:.1} s wall, {:.1} s CPU, peak memory {:.0} MB",
+        m.seconds, m.cpu_seconds, m.peak_rss_mb
+    );
+    Ok(())
+}
