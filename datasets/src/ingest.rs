@@ -29,6 +29,8 @@ use crate::schema::{AuditEvent, Row, Ts};
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 /// Bytes of small files parsed together in parallel before their rows are written.
 const PARALLEL_BATCH: usize = 256 << 20;
+/// Rows gathered before they are written.
+const FLUSH_ROWS: usize = 64 * 1024;
 /// The previous hash of the first audit record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -131,6 +133,7 @@ pub fn ingest(
     for (path, hash) in hashes {
         let (sha256, bytes) = hash?;
         if !known.insert(sha256.clone()) {
+            tracing::debug!(path = %path.display(), "already ingested: skipped");
             state.report.files.push(FileOutcome {
                 path,
                 sha256,
@@ -179,6 +182,9 @@ struct RunState<'l> {
     slos: Vec<crate::schema::Slo>,
     service_edges: Vec<crate::schema::ServiceEdge>,
     ingested: Vec<IngestedFile>,
+    /// Rows taken but not yet written: small files are many, writes are better few.
+    pending: Records,
+    pending_rejections: Vec<Rejection>,
 }
 
 /// Rows of an entity table, folded by key in first-seen order.
@@ -231,6 +237,8 @@ impl<'l> RunState<'l> {
             slos: Vec::new(),
             service_edges: Vec::new(),
             ingested: Vec::new(),
+            pending: Records::default(),
+            pending_rejections: Vec::new(),
         })
     }
 
@@ -404,14 +412,28 @@ impl<'l> RunState<'l> {
         Ok(())
     }
 
-    /// Writes a file's (or chunk's) rows into the transaction.
+    /// Takes a file's (or chunk's) rows and rejections; they are written in batches.
     fn take(
         &mut self,
         path: &Path,
         sha256: &str,
         format: Option<Format>,
-        records: Records,
+        mut records: Records,
     ) -> Result<()> {
+        for rejected in std::mem::take(&mut records.rejected) {
+            let row = self.rejection_row(path, sha256, format, rejected);
+            self.pending_rejections.push(row);
+        }
+        self.pending.append(records);
+        if self.pending.rows() as usize + self.pending_rejections.len() >= FLUSH_ROWS {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows taken so far. Entity tables (deployments, incidents) and snapshots wait
+    /// for the end of the run, so rows of one entity fold into one.
+    fn flush_pending(&mut self) -> Result<()> {
         let Records {
             read: _,
             changes,
@@ -423,8 +445,8 @@ impl<'l> RunState<'l> {
             audit,
             slos,
             service_edges,
-            rejected,
-        } = records;
+            rejected: _,
+        } = std::mem::take(&mut self.pending);
         self.write_appended(&changes)?;
         self.write_appended(&test_results)?;
         self.write_appended(&spans)?;
@@ -437,33 +459,38 @@ impl<'l> RunState<'l> {
         self.service_edges.extend(service_edges);
         let chained: Vec<AuditEvent> = audit.into_iter().map(|draft| self.chain(draft)).collect();
         self.write_appended(&chained)?;
-        let rejections: Vec<Rejection> = rejected
-            .into_iter()
-            .map(|r| {
-                let is_raw_truncated = r.raw.len() > RAW_LIMIT;
-                let mut raw = r.raw;
-                if is_raw_truncated {
-                    let mut cut = RAW_LIMIT;
-                    while !raw.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    raw.truncate(cut);
-                }
-                Rejection {
-                    source_path: path.display().to_string(),
-                    source_sha256: sha256.to_string(),
-                    format: format.map_or("unknown", Format::name).to_string(),
-                    line: r.line,
-                    byte_offset: r.byte_offset,
-                    reason: r.reason,
-                    raw,
-                    is_raw_truncated,
-                    rejected_at: self.started,
-                    run_id: self.report.run_id.clone(),
-                }
-            })
-            .collect();
+        let rejections = std::mem::take(&mut self.pending_rejections);
         self.txn.write(&rejections, WriteMode::Append)
+    }
+
+    fn rejection_row(
+        &self,
+        path: &Path,
+        sha256: &str,
+        format: Option<Format>,
+        r: readers::RejectedRecord,
+    ) -> Rejection {
+        let is_raw_truncated = r.raw.len() > RAW_LIMIT;
+        let mut raw = r.raw;
+        if is_raw_truncated {
+            let mut cut = RAW_LIMIT;
+            while !raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            raw.truncate(cut);
+        }
+        Rejection {
+            source_path: path.display().to_string(),
+            source_sha256: sha256.to_string(),
+            format: format.map_or("unknown", Format::name).to_string(),
+            line: r.line,
+            byte_offset: r.byte_offset,
+            reason: r.reason,
+            raw,
+            is_raw_truncated,
+            rejected_at: self.started,
+            run_id: self.report.run_id.clone(),
+        }
     }
 
     fn write_appended<R: Row>(&mut self, rows: &[R]) -> Result<()> {
@@ -502,6 +529,7 @@ impl<'l> RunState<'l> {
         read: u64,
         rejected: u64,
     ) {
+        tracing::debug!(path = %path.display(), format = format.map_or("unknown", Format::name), read, rejected, "file taken");
         self.report.read += read;
         self.report.rejected += rejected;
         self.report.accepted += read - rejected;
@@ -528,6 +556,7 @@ impl<'l> RunState<'l> {
     }
 
     fn finish(mut self) -> Result<IngestReport> {
+        self.flush_pending()?;
         let deployments = std::mem::replace(&mut self.deployments, KeyedRows::new()).into_rows();
         self.write_appended(&deployments)?;
         let incidents = std::mem::replace(&mut self.incidents, KeyedRows::new()).into_rows();
@@ -542,6 +571,7 @@ impl<'l> RunState<'l> {
         }
         self.txn.write(&self.slos, WriteMode::Upsert)?;
         self.txn.write(&self.service_edges, WriteMode::Upsert)?;
+        let outputs = self.txn.seal()?;
         self.txn.write(&self.ingested, WriteMode::Append)?;
         let finished = Ts(chrono::Utc::now().timestamp_micros());
         let run = JobRun {
@@ -549,7 +579,7 @@ impl<'l> RunState<'l> {
             job: "ingest".into(),
             partition: "all".into(),
             inputs_sha256: self.report.files.iter().map(|f| f.sha256.clone()).collect(),
-            outputs: Vec::new(),
+            outputs,
             rows_read: self.report.read as i64,
             rows_written: self.report.rows.values().sum::<u64>() as i64,
             rows_rejected: self.report.rejected as i64,
@@ -560,6 +590,14 @@ impl<'l> RunState<'l> {
         };
         self.txn.write(&[run], WriteMode::Append)?;
         self.report.written = self.txn.commit()?;
+        tracing::info!(
+            run = %self.report.run_id,
+            files = self.report.files.len(),
+            read = self.report.read,
+            accepted = self.report.accepted,
+            rejected = self.report.rejected,
+            "ingest committed"
+        );
         Ok(self.report)
     }
 }

@@ -66,6 +66,18 @@ impl Lake {
         Ok(lake)
     }
 
+    /// Opens a lake that must already exist: for commands that only read.
+    pub fn open_existing(root: impl Into<PathBuf>) -> Result<Lake> {
+        let root = root.into();
+        if !root.join("_staging").is_dir() {
+            return Err(Error::Usage(format!(
+                "no lake at {} (ingest something first, or pass --lake)",
+                root.display()
+            )));
+        }
+        Lake::open(root)
+    }
+
     /// The lake's root directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -114,6 +126,7 @@ impl Lake {
             open: BTreeMap::new(),
             replaced: BTreeMap::new(),
             plan: Vec::new(),
+            summary: WriteSummary::default(),
         })
     }
 
@@ -175,6 +188,7 @@ pub struct Txn<'a> {
     /// Replacement partition folders staged, by their target partition folder.
     replaced: BTreeMap<PathBuf, PathBuf>,
     plan: Vec<Move>,
+    summary: WriteSummary,
 }
 
 impl Txn<'_> {
@@ -286,15 +300,17 @@ impl Txn<'_> {
     }
 
     /// Makes every write of the transaction visible, atomically per file and per partition.
-    pub fn commit(mut self) -> Result<WriteSummary> {
+    /// Closes every part written so far and returns their final paths (relative to the lake
+    /// root), so that a ledger row written afterwards in the same transaction can name them.
+    pub fn seal(&mut self) -> Result<Vec<String>> {
         let root = self.lake.root.clone();
-        let mut summary = WriteSummary::default();
+        let mut sealed = Vec::new();
         for (_, part) in std::mem::take(&mut self.open) {
             let (hash, bytes) = finish_writer(part.writer, &part.staged)?;
             let target = part.target_dir.join(part_name(&hash));
-            summary.rows += part.rows;
-            summary.bytes += bytes;
-            summary.files.push(relative(&root, &target));
+            self.summary.rows += part.rows;
+            self.summary.bytes += bytes;
+            sealed.push(relative(&root, &target));
             self.plan.push(Move::File {
                 staged: relative(&root, &part.staged),
                 target: relative(&root, &target),
@@ -303,16 +319,26 @@ impl Txn<'_> {
         for (target, staged) in std::mem::take(&mut self.replaced) {
             for part in parquet_files_in(&staged)? {
                 let meta = fs::metadata(&part).map_err(|e| Error::io(&part, e))?;
-                summary.bytes += meta.len();
-                summary.rows += parquet_rows(&part)?;
+                self.summary.bytes += meta.len();
+                self.summary.rows += parquet_rows(&part)?;
                 let name = part.file_name().expect("a file").to_owned();
-                summary.files.push(relative(&root, &target.join(name)));
+                sealed.push(relative(&root, &target.join(name)));
             }
             self.plan.push(Move::Dir {
                 staged: relative(&root, &staged),
                 target: relative(&root, &target),
             });
         }
+        sealed.sort();
+        self.summary.files.extend(sealed.iter().cloned());
+        Ok(sealed)
+    }
+
+    /// Makes every write of the transaction visible, atomically per file and per partition.
+    pub fn commit(mut self) -> Result<WriteSummary> {
+        let root = self.lake.root.clone();
+        self.seal()?;
+        let mut summary = std::mem::take(&mut self.summary);
         let plan_path = self.staging.join("COMMIT");
         let temp = self.staging.join("COMMIT.tmp");
         let plan =

@@ -201,6 +201,17 @@ fn sql_refuses_writes_and_reports_errors_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let lake_s = lake.to_str().unwrap();
+    let missing = maestro(&["sql", "--lake", lake_s, "select 1"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no lake at"));
+    let catalog = dir.path().join("catalog-info.yaml");
+    std::fs::write(&catalog, "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: api\nspec:\n  dependsOn: [component:default/db]\n").unwrap();
+    assert_eq!(
+        maestro(&["ingest", "--lake", lake_s, catalog.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
     for statement in [
         "create table x as select 1",
         "insert into changes select * from changes",

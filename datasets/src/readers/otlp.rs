@@ -52,7 +52,6 @@ pub fn read_traces(chunk: &Chunk<'_>, out: &mut Records) {
             let service = service_name(resource_spans.resource.as_ref());
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
-                    out.read += 1;
                     let problem = if span.trace_id.len() != 16 {
                         Some("traceId is not 16 bytes of hex")
                     } else if span.span_id.len() != 8 {
@@ -65,10 +64,10 @@ pub fn read_traces(chunk: &Chunk<'_>, out: &mut Records) {
                         None
                     };
                     if let Some(reason) = problem {
-                        out.read -= 1;
                         out.reject(line, Some(offset), reason, span.name.as_bytes());
                         continue;
                     }
+                    out.read += 1;
                     let status = span.status.as_ref();
                     out.spans.push(Span {
                         trace_id: hex(&span.trace_id),

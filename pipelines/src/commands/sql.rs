@@ -9,7 +9,7 @@ use crate::cli::{SqlArgs, SqlFormat};
 use crate::output::print;
 
 pub fn run(args: &SqlArgs) -> anyhow::Result<Outcome> {
-    let lake = Lake::open(&args.lake.lake)
+    let lake = Lake::open_existing(&args.lake.lake)
         .with_context(|| format!("opening the lake at {}", args.lake.lake.display()))?;
     let format = match args.format {
         SqlFormat::Table => OutputFormat::Table,
