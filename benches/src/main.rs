@@ -120,46 +120,54 @@ struct Measured {
     stdout: String,
 }
 
-/// Runs `maestro` and measures wall time, CPU time and the child's peak resident memory.
+/// Runs `maestro` and measures wall time, CPU time and that child's peak resident memory.
 fn run_measured(maestro: &Path, args: &[&str], one_core: bool) -> anyhow::Result<Measured> {
-    let before = children_usage();
+    let output_file = tempfile::NamedTempFile::new()?;
     let started = Instant::now();
     let mut command = Command::new(maestro);
-    command.args(args);
+    command.args(args).stdout(output_file.reopen()?);
     if one_core {
         command.env("RAYON_NUM_THREADS", "1");
     }
-    let output = command.output()?;
+    let child = command.spawn()?;
+    let (status, cpu_seconds, peak_rss_mb) = wait_with_usage(child.id())?;
     let seconds = started.elapsed().as_secs_f64();
-    if !output.status.success() {
-        bail!(
-            "maestro {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let stdout = fs::read_to_string(output_file.path())?;
+    if status != 0 {
+        bail!("maestro {args:?} exited with status {status}: {stdout}");
     }
-    let after = children_usage();
     Ok(Measured {
         seconds,
-        cpu_seconds: after.0 - before.0,
-        peak_rss_mb: after.1,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        cpu_seconds,
+        peak_rss_mb,
+        stdout,
     })
 }
 
-/// (CPU seconds, peak RSS in MB) of all waited-for children so far.
+/// Waits for one child and returns (exit status, CPU seconds, peak RSS in MB) of that child.
 #[allow(unsafe_code)]
-fn children_usage() -> (f64, f64) {
-    // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_CHILDREN is a valid target.
-    let usage = unsafe {
+fn wait_with_usage(pid: u32) -> anyhow::Result<(i32, f64, f64)> {
+    let mut status = 0;
+    // SAFETY: wait4 writes into the status and the zeroed rusage we own; pid is our child.
+    let (rc, usage) = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
+        let rc = libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage);
+        (rc, usage)
     };
+    if rc < 0 {
+        bail!("waiting for maestro: {}", std::io::Error::last_os_error());
+    }
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
+    let exit = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((
+        exit,
         seconds(usage.ru_utime) + seconds(usage.ru_stime),
         usage.ru_maxrss as f64 / 1024.0,
-    )
+    ))
 }
 
 /// Records read, from the ingest summary line `records: read N = ...`.

@@ -14,12 +14,12 @@
 //! # The hidden rules
 //!
 //! **Bugs.** A change introduces a defect with probability
-//! `sigmoid(-3.2 + 0.45·ln(1+la+ld) + 0.5·entropy + 0.25·ln(1+nf) + 0.6·fix − 0.3·ln(1+exp) +
+//! `sigmoid(-3.6 + 0.45·ln(1+la+ld) + 0.5·entropy + 0.25·ln(1+nf) + 0.6·fix − 0.3·ln(1+exp) +
 //! 0.2·ln(1+ndev) + ln(service risk))`: big, scattered changes by inexperienced authors to
 //! files many people touch are riskier; bug fixes are riskier still.
 //!
 //! **Bad deployments.** A deployment goes bad with probability
-//! `1 − (1−0.02)·Π(1 − 0.55·p_bug(change))`, raised ×1.6 between 18:00 and 06:00 UTC and ×1.3 on
+//! `1 − (1−0.02)·Π(1 − 0.3·p_bug(change))`, raised ×1.6 between 18:00 and 06:00 UTC and ×1.3 on
 //! Fridays (capped at 0.95). A bad deployment is rolled back (45%), fails outright (20%), or
 //! succeeds and causes an incident (35%); a rolled-back one also causes an incident 30% of the
 //! time. While a bad deployment is live (until its rollback, or for 2 h), its service's error

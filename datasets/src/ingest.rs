@@ -28,9 +28,9 @@ use crate::schema::{AuditEvent, Row, Ts};
 /// Default bytes per streamed chunk of a large file; files up to four chunks are read whole.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 /// Bytes of small files parsed together in parallel before their rows are written.
-const PARALLEL_BATCH: usize = 256 << 20;
+const PARALLEL_BATCH: usize = 32 << 20;
 /// Rows gathered before they are written.
-const FLUSH_ROWS: usize = 64 * 1024;
+const FLUSH_ROWS: usize = 8 * 1024;
 /// The previous hash of the first audit record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -674,7 +674,7 @@ fn modified_at(path: &Path) -> Option<Ts> {
 /// Opens a file, transparently gunzipping it when it starts with the gzip magic bytes.
 fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
     let mut file =
-        BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| Error::io(path, e))?);
+        BufReader::with_capacity(64 * 1024, File::open(path).map_err(|e| Error::io(path, e))?);
     let magic = {
         use std::io::BufRead;
         file.fill_buf().map_err(|e| Error::io(path, e))?.get(..2) == Some(&[0x1f, 0x8b][..])
@@ -711,7 +711,7 @@ fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
         let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;

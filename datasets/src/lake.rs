@@ -222,8 +222,7 @@ impl Txn<'_> {
                 }
                 for (date, rows) in by_partition {
                     let dir = self.lake.table_dir(&table).join(format!("date={date}"));
-                    let owned: Vec<R> = rows.into_iter().cloned().collect();
-                    let batch = R::to_batch(&owned);
+                    let batch = R::to_batch(&rows);
                     match mode {
                         WriteMode::Append => self.append_batch(&dir, &batch)?,
                         _ => self.replace_partition(&dir, &[batch])?,
@@ -232,7 +231,7 @@ impl Txn<'_> {
             }
             Layout::KeyedSnapshot => {
                 let dir = self.lake.table_dir(&table);
-                let new = R::to_batch(rows);
+                let new = R::to_batch(&rows.iter().collect::<Vec<_>>());
                 let mut batches = keep_rows_not_in(&self.lake.read_table(&table)?, &table, &new)?;
                 batches.push(new);
                 self.replace_partition(&dir, &batches)?;

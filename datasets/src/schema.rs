@@ -262,7 +262,7 @@ pub trait Row: Sized + Clone + Send + Sync + 'static {
     /// The table's Arrow schema, with its version in the metadata.
     fn schema() -> SchemaRef;
     /// The rows as one batch matching `schema()`.
-    fn to_batch(rows: &[Self]) -> RecordBatch;
+    fn to_batch(rows: &[&Self]) -> RecordBatch;
     /// The instant whose UTC date places the row in a partition (`ByDate` tables).
     fn partition_at(&self) -> Option<Ts>;
     /// The entity key, when the table declares one.
@@ -315,7 +315,7 @@ macro_rules! lake_table {
                 ))
             }
 
-            fn to_batch(rows: &[Self]) -> ::datafusion::arrow::record_batch::RecordBatch {
+            fn to_batch(rows: &[&Self]) -> ::datafusion::arrow::record_batch::RecordBatch {
                 let columns: Vec<::datafusion::arrow::array::ArrayRef> =
                     vec![$( <$ty as $crate::schema::LakeValue>::build(rows.iter().map(|row| &row.$field)) ),*];
                 ::datafusion::arrow::record_batch::RecordBatch::try_new(Self::schema(), columns)

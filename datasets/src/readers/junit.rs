@@ -86,22 +86,22 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                 }
             }
             let name = local_name(&element);
-            match name.as_str() {
-                "testsuites" => {
+            match name.as_slice() {
+                b"testsuites" => {
                     saw_junit_root = true;
                     suites.push(suite_from(&element));
                     if is_empty {
                         close_suite(&mut suites, chunk, out, &mut attempts)?;
                     }
                 }
-                "testsuite" => {
+                b"testsuite" => {
                     saw_junit_root = true;
                     suites.push(suite_from(&element));
                     if is_empty {
                         close_suite(&mut suites, chunk, out, &mut attempts)?;
                     }
                 }
-                "testcase" => {
+                b"testcase" => {
                     if suites.is_empty() {
                         saw_junit_root = true;
                         suites.push(Suite::default());
@@ -122,7 +122,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                         case = Some(new_case);
                     }
                 }
-                "property" => {
+                b"property" => {
                     if let (Some(key), Some(value), Some(suite)) = (
                         attr(&element, "name"),
                         attr(&element, "value"),
@@ -131,11 +131,12 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                         suite.properties.entry(key).or_insert(value);
                     }
                 }
-                "failure" | "error" | "skipped" | "flakyFailure" | "flakyError"
-                | "rerunFailure" | "rerunError" => {
+                b"failure" | b"error" | b"skipped" | b"flakyFailure" | b"flakyError"
+                | b"rerunFailure" | b"rerunError" => {
                     if let Some(case) = case.as_mut() {
                         let message = attr(&element, "message").or_else(|| attr(&element, "type"));
-                        case.outcomes.push((name.clone(), message));
+                        let kind = String::from_utf8_lossy(&name).into_owned();
+                        case.outcomes.push((kind, message));
                     }
                 }
                 _ => {}
@@ -144,14 +145,13 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
         match event {
             Event::End(element) => {
                 depth = depth.saturating_sub(1);
-                let name = String::from_utf8_lossy(element.local_name().as_ref()).into_owned();
-                match name.as_str() {
-                    "testcase" => {
+                match element.local_name().as_ref() {
+                    b"testcase" => {
                         if let (Some(done), Some(suite)) = (case.take(), suites.last_mut()) {
                             suite.cases.push(done);
                         }
                     }
-                    "testsuite" | "testsuites" => {
+                    b"testsuite" | b"testsuites" => {
                         close_suite(&mut suites, chunk, out, &mut attempts)?
                     }
                     _ => {}
@@ -324,29 +324,53 @@ fn case_rejection(case: &Case, reason: String) -> super::RejectedRecord {
 }
 
 fn suite_from(element: &BytesStart<'_>) -> Suite {
-    Suite {
-        name: attr(element, "name"),
-        timestamp: attr(element, "timestamp").and_then(|t| Ts::parse(&t)),
-        ..Default::default()
+    let mut suite = Suite::default();
+    for (key, value) in attributes(element) {
+        match key.as_slice() {
+            b"name" => suite.name = Some(value),
+            b"timestamp" => suite.timestamp = Ts::parse(&value),
+            _ => {}
+        }
     }
+    suite
 }
 
 fn case_from(element: &BytesStart<'_>) -> Case {
-    Case {
-        name: attr(element, "name"),
-        classname: attr(element, "classname").or_else(|| attr(element, "class")),
-        file: attr(element, "file"),
-        // Some producers write thousands separators ("1,234.5").
-        duration_s: attr(element, "time")
-            .and_then(|t| t.replace(',', "").trim().parse::<f64>().ok()),
-        timestamp: attr(element, "timestamp").and_then(|t| Ts::parse(&t)),
-        status_attr: attr(element, "status").or_else(|| attr(element, "result")),
-        ..Default::default()
+    let mut case = Case::default();
+    for (key, value) in attributes(element) {
+        match key.as_slice() {
+            b"name" => case.name = Some(value),
+            b"classname" => case.classname = Some(value),
+            b"class" => case.classname = case.classname.take().or(Some(value)),
+            b"file" => case.file = Some(value),
+            // Some producers write thousands separators ("1,234.5").
+            b"time" => case.duration_s = value.replace(',', "").trim().parse::<f64>().ok(),
+            b"timestamp" => case.timestamp = Ts::parse(&value),
+            b"status" => case.status_attr = Some(value),
+            b"result" => case.status_attr = case.status_attr.take().or(Some(value)),
+            _ => {}
+        }
     }
+    case
 }
 
-fn local_name(element: &BytesStart<'_>) -> String {
-    String::from_utf8_lossy(element.local_name().as_ref()).into_owned()
+/// Every non-empty attribute, parsed once: (local name, unescaped value).
+fn attributes(element: &BytesStart<'_>) -> Vec<(Vec<u8>, String)> {
+    element
+        .attributes()
+        .flatten()
+        .filter_map(|a| {
+            let value = match a.unescape_value() {
+                Ok(value) => value.into_owned(),
+                Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
+            };
+            (!value.is_empty()).then(|| (a.key.local_name().as_ref().to_vec(), value))
+        })
+        .collect()
+}
+
+fn local_name(element: &BytesStart<'_>) -> Vec<u8> {
+    element.local_name().as_ref().to_vec()
 }
 
 /// An attribute's value, unescaped when it can be (predefined and numeric entities only).
