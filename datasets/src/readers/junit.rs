@@ -31,6 +31,10 @@ const MAX_DEPTH: usize = 64;
 struct Suite {
     name: Option<String>,
     timestamp: Option<Ts>,
+    /// The `tests` count the suite declares, to notice a suite that lists none of them.
+    declared_tests: Option<u64>,
+    /// Whether testcases sit in this suite or in suites nested in it.
+    has_cases: bool,
     properties: HashMap<String, String>,
     cases: Vec<Case>,
 }
@@ -209,6 +213,21 @@ fn close_suite(
         .find_map(|s| s.name.clone())
         .unwrap_or_default();
 
+    if !suite.cases.is_empty() {
+        suites.iter_mut().for_each(|s| s.has_cases = true);
+    }
+    if let Some(declared) = suite
+        .declared_tests
+        .filter(|n| *n > 0 && !suite.has_cases && suite.cases.is_empty())
+    {
+        // Counts without testcases carry no test identity to store; say so rather than drop them.
+        out.reject(
+            None,
+            None,
+            format!("suite {suite_name:?} declares {declared} tests but lists no <testcase>: nothing to store"),
+            suite_name.as_bytes(),
+        );
+    }
     for case in suite.cases {
         out.read += 1;
         let started_at = match (&property_time, case.timestamp) {
@@ -329,6 +348,7 @@ fn suite_from(element: &BytesStart<'_>) -> Suite {
         match key.as_slice() {
             b"name" => suite.name = Some(value),
             b"timestamp" => suite.timestamp = Ts::parse(&value),
+            b"tests" => suite.declared_tests = value.trim().parse().ok(),
             _ => {}
         }
     }

@@ -78,6 +78,11 @@ fn junit_counts_match_the_expected_counts_shipped_with_the_corpus() {
         if records.test_results.is_empty() && n("tests") > 0 {
             // The suite declares counts but lists no testcase: nothing to take, said plainly.
             assert_eq!(name, "no-cases-but-tests.xml");
+            assert!(
+                records.rejected[0].reason.contains("declares 6 tests"),
+                "{:?}",
+                records.rejected
+            );
             checked += 1;
             continue;
         }
