@@ -4,7 +4,15 @@ use maestro_datasets::readers::{self, Chunk, Format, Records, ReportContext};
 use maestro_datasets::schema::Ts;
 use proptest::prelude::*;
 
-const SAMPLES: [(Format, &str); 9] = [
+const SAMPLES: [(Format, &str); 11] = [
+    (
+        Format::GithubDeployment,
+        r#"{"action":"created","deployment":{"id":7,"sha":"abc","ref":"main","environment":"production","created_at":"2024-01-01T00:00:00Z","creator":{"login":"bob"}},"repository":{"name":"api"}}"#,
+    ),
+    (
+        Format::BackstageCatalog,
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: api\nspec:\n  dependsOn:\n    - component:default/db\n",
+    ),
     (
         Format::CdEvents,
         r#"{"context":{"id":"e1","type":"dev.cdevents.service.deployed.0.2.0","timestamp":"2024-01-02T03:04:05Z"},"subject":{"id":"s","content":{"environment":{"id":"prod"},"artifactId":"pkg:oci/api@1"}}}"#,
