@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::schema::{Layout, Row, SCHEMA_METADATA_KEY, TableDef};
+use crate::schema::{Layout, Row, TableDef};
 
 /// Rows per Parquet row group: small enough to bound the memory of many open partitions.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -606,18 +606,6 @@ fn parquet_rows(path: &Path) -> Result<u64> {
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
     Ok(builder.metadata().file_metadata().num_rows() as u64)
-}
-
-/// The `table/vN` a Parquet file declares in its metadata, if any.
-pub fn declared_schema(path: &Path) -> Result<Option<String>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
-    Ok(builder
-        .schema()
-        .metadata()
-        .get(SCHEMA_METADATA_KEY)
-        .cloned())
 }
 
 #[cfg(test)]

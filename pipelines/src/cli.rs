@@ -49,13 +49,10 @@ pub struct LakeArgs {
     pub lake: PathBuf,
 }
 
-/// `maestro demo`.
+/// What history to generate.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Scratch folder for the generated sources and the lake (replaced if it exists).
-    #[arg(long, default_value = "maestro-demo")]
-    pub dir: PathBuf,
-    /// Seed of the generator.
+pub struct HistoryArgs {
+    /// Seed of the generator: the same seed gives identical files.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Days of history.
@@ -66,21 +63,36 @@ pub struct DemoArgs {
     pub services: usize,
 }
 
+impl HistoryArgs {
+    /// The generator options these flags ask for.
+    pub fn options(&self) -> maestro_datasets::generate::GenerateOptions {
+        maestro_datasets::generate::GenerateOptions {
+            seed: self.seed,
+            days: self.days,
+            services: self.services,
+            ..Default::default()
+        }
+    }
+}
+
+/// `maestro demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Scratch folder for the generated sources and the lake (replaced if it exists).
+    #[arg(long, default_value = "maestro-demo")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+}
+
 /// `maestro generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Output folder: `sources/` (to ingest) and `truth/` (the hidden probabilities) go in it.
     #[arg(long)]
     pub out: PathBuf,
-    /// Seed: the same seed gives identical files.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Days of history.
-    #[arg(long, default_value_t = 30)]
-    pub days: u32,
-    /// Number of services.
-    #[arg(long, default_value_t = 8)]
-    pub services: usize,
+    #[command(flatten)]
+    pub history: HistoryArgs,
 }
 
 /// `maestro ingest`.

@@ -3,20 +3,13 @@
 
 use serde_json::Value;
 
-use super::{Chunk, Records, json_str};
+use super::{Chunk, Records, json_str, yaml_documents};
 use crate::schema::ServiceEdge;
 
 /// Reads Backstage catalog documents.
 pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
-    let text = match std::str::from_utf8(chunk.bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            return out.reject_whole_file(format!("YAML is not valid UTF-8: {e}"), chunk.bytes);
-        }
-    };
-    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
-        Ok(docs) => docs,
-        Err(e) => return out.reject_whole_file(format!("invalid YAML: {e}"), chunk.bytes),
+    let Some(documents) = yaml_documents(chunk, out) else {
+        return;
     };
     for doc in documents.iter().filter(|d| !d.is_null()) {
         let raw = serde_json::to_vec(doc).unwrap_or_default();

@@ -438,6 +438,27 @@ pub(crate) fn json_documents<'a>(
     docs
 }
 
+/// The documents of a YAML stream, or `None` after rejecting the whole file.
+pub(crate) fn yaml_documents(chunk: &Chunk<'_>, out: &mut Records) -> Option<Vec<Value>> {
+    let text = match std::str::from_utf8(chunk.bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            out.reject_whole_file(
+                format!("YAML is not valid UTF-8: {e}"),
+                truncate_raw(chunk.bytes),
+            );
+            return None;
+        }
+    };
+    match serde_saphyr::from_multiple(text) {
+        Ok(documents) => Some(documents),
+        Err(e) => {
+            out.reject_whole_file(format!("invalid YAML: {e}"), truncate_raw(chunk.bytes));
+            None
+        }
+    }
+}
+
 /// The raw text kept for a rejection is bounded; the sha256 and offset locate the rest.
 pub(crate) fn truncate_raw(bytes: &[u8]) -> &[u8] {
     &bytes[..bytes.len().min(crate::ledger::RAW_LIMIT)]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use maestro_datasets::Lake;
-use maestro_datasets::generate::{GenerateOptions, generate};
+use maestro_datasets::generate::generate;
 use maestro_datasets::ingest::IngestOptions;
 use maestro_datasets::ledger::LEDGER_TABLES;
 use maestro_datasets::schema::RAW_TABLES;
@@ -24,12 +24,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         std::fs::remove_dir_all(&lake_dir)
             .with_context(|| format!("clearing {}", lake_dir.display()))?;
     }
-    let options = GenerateOptions {
-        seed: args.seed,
-        days: args.days,
-        services: args.services,
-        ..Default::default()
-    };
+    let options = args.history.options();
     let generated = generate(&args.dir, &options)
         .with_context(|| format!("generating into {}", args.dir.display()))?;
     let generate_seconds = started.elapsed().as_secs_f64();

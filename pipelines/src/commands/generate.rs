@@ -3,19 +3,14 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use maestro_datasets::generate::{GenerateOptions, GenerateSummary, generate};
+use maestro_datasets::generate::{GenerateSummary, generate};
 
 use crate::Outcome;
 use crate::cli::GenerateArgs;
 use crate::output::print;
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<Outcome> {
-    let options = GenerateOptions {
-        seed: args.seed,
-        days: args.days,
-        services: args.services,
-        ..Default::default()
-    };
+    let options = args.history.options();
     let started = Instant::now();
     let summary = generate(&args.out, &options)
         .with_context(|| format!("generating into {}", args.out.display()))?;
