@@ -282,7 +282,7 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
                     - 0.98
                         * carried
                             .iter()
-                            .map(|c| 1.0 - 0.55 * c.p_bug)
+                            .map(|c| 1.0 - 0.3 * c.p_bug)
                             .product::<f64>();
                 if !(6..18).contains(&hour) {
                     p_bad *= 1.6;
@@ -692,7 +692,7 @@ fn make_change(
         .iter()
         .filter(|(_, hs, hm)| *hs == s && modules.contains(hm))
         .count() as f64;
-    let logit = -3.2
+    let logit = -3.6
         + 0.45 * (1.0 + la + ld).ln()
         + 0.5 * entropy
         + 0.25 * (1.0 + files.len() as f64).ln()
