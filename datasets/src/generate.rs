@@ -278,12 +278,8 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
                 deployment_counter += 1;
                 let id = format!("dep-{:06}", deployment_counter);
                 let hour = (started % DAY) / HOUR;
-                let mut p_bad = 1.0
-                    - 0.98
-                        * carried
-                            .iter()
-                            .map(|c| 1.0 - 0.3 * c.p_bug)
-                            .product::<f64>();
+                let mut p_bad =
+                    1.0 - 0.98 * carried.iter().map(|c| 1.0 - 0.3 * c.p_bug).product::<f64>();
                 if !(6..18).contains(&hour) {
                     p_bad *= 1.6;
                 }

@@ -493,8 +493,9 @@ fn batch_key(batch: &RecordBatch, table: &TableDef, row: usize) -> Result<String
 fn parquet_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingFile>> {
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let props = WriterProperties::builder()
+        // zstd level 1: measured ~10-25% faster ingest than level 3 for a slightly larger lake.
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
+            ZstdLevel::try_new(1).expect("valid level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
