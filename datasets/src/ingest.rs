@@ -637,7 +637,7 @@ fn read_small(
     {
         Ok(format) => format,
         Err(reason) => {
-            records.reject(None, Some(0), reason, readers_truncate(&bytes));
+            records.reject(None, Some(0), reason, readers::truncate_raw(&bytes));
             return (None, records, len);
         }
     };
@@ -646,10 +646,6 @@ fn read_small(
         parse_whole(format, &bytes, sha256, modified_at(path), options),
         len,
     )
-}
-
-fn readers_truncate(bytes: &[u8]) -> &[u8] {
-    &bytes[..bytes.len().min(RAW_LIMIT + 1)]
 }
 
 fn parse_whole(

@@ -459,9 +459,10 @@ pub(crate) fn yaml_documents(chunk: &Chunk<'_>, out: &mut Records) -> Option<Vec
     }
 }
 
-/// The raw text kept for a rejection is bounded; the sha256 and offset locate the rest.
+/// The raw text kept for a rejection is bounded; the sha256 and offset locate the rest. One
+/// byte past the limit is kept so the ledger can tell that the text was cut.
 pub(crate) fn truncate_raw(bytes: &[u8]) -> &[u8] {
-    &bytes[..bytes.len().min(crate::ledger::RAW_LIMIT)]
+    &bytes[..bytes.len().min(crate::ledger::RAW_LIMIT + 1)]
 }
 
 /// Finds a value among `candidates`, trying each key in turn.
