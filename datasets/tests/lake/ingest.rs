@@ -306,3 +306,27 @@ fn a_missing_path_is_a_usage_error_and_changes_nothing() {
     .unwrap_err();
     assert!(error.to_string().contains("no such file"));
 }
+
+#[test]
+fn rejected_raw_text_is_bounded_and_says_when_it_was_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, "not telemetry ".repeat(10_000)).unwrap();
+    let lake = Lake::open(dir.path().join("lake")).unwrap();
+    ingest(&lake, &[big], &IngestOptions::default(), &|_| {}).unwrap();
+    let batch = &lake.read_table(&Rejection::TABLE).unwrap()[0];
+    let raw = batch
+        .column_by_name("raw")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let cut = batch
+        .column_by_name("is_raw_truncated")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+        .unwrap();
+    assert_eq!(raw.value(0).len(), maestro_datasets::ledger::RAW_LIMIT);
+    assert!(cut.value(0));
+}
