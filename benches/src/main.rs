@@ -170,6 +170,18 @@ fn wait_with_usage(pid: u32) -> anyhow::Result<(i32, f64, f64)> {
     ))
 }
 
+/// Times `maestro ingest --lake LAKE INPUT`, on one core or on all.
+fn run_ingest(
+    maestro: &Path,
+    lake: &Path,
+    input: &Path,
+    one_core: bool,
+) -> anyhow::Result<Measured> {
+    let lake = lake.to_str().context("utf-8 path")?;
+    let input = input.to_str().context("utf-8 path")?;
+    run_measured(maestro, &["ingest", "--lake", lake, input], one_core)
+}
+
 /// Records read, from the ingest summary line `records: read N = ...`.
 fn records_read(stdout: &str) -> u64 {
     stdout
@@ -200,16 +212,7 @@ fn ingest_throughput(maestro: &Path, mb: f64) -> anyhow::Result<()> {
             as_lines,
         )?;
         let lake = scratch.path().join(format!("lake-{name}"));
-        let m = run_measured(
-            maestro,
-            &[
-                "ingest",
-                "--lake",
-                lake.to_str().context("utf-8 path")?,
-                input.to_str().context("utf-8 path")?,
-            ],
-            true,
-        )?;
+        let m = run_ingest(maestro, &lake, &input, true)?;
         let rows = records_read(&m.stdout);
         let megabytes = bytes as f64 / 1e6;
         println!(
@@ -239,16 +242,7 @@ fn stream_memory(maestro: &Path, gb: f64) -> anyhow::Result<()> {
         true,
     )?;
     let lake = scratch.path().join("lake");
-    let m = run_measured(
-        maestro,
-        &[
-            "ingest",
-            "--lake",
-            lake.to_str().context("utf-8 path")?,
-            input.to_str().context("utf-8 path")?,
-        ],
-        false,
-    )?;
+    let m = run_ingest(maestro, &lake, &input, false)?;
     let rows = records_read(&m.stdout);
     println!(
         "one OTLP metrics file of {:.2} GB: {:.1} s, {:.1} MB/s, {:.0} rows/s, peak memory {:.0} MB",

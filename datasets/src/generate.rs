@@ -1205,11 +1205,7 @@ fn write_metrics_day(
                 }
             }
             points += metrics.len();
-            let request = json!({"resourceMetrics": [{
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service.name}}]},
-                "scopeMetrics": [{"scope": {"name": "maestro.generator", "version": "1"}, "metrics": metrics}]}]});
-            lines.push_str(&request.to_string());
-            lines.push('\n');
+            push_otlp_line(&mut lines, "Metrics", &service.name, json!(metrics));
         }
     }
     w.write(
@@ -1250,11 +1246,7 @@ fn write_traces_day(
         }
         for (s, spans) in by_service {
             spans_written += spans.len();
-            let request = json!({"resourceSpans": [{
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": services[s].name}}]},
-                "scopeSpans": [{"scope": {"name": "maestro.generator"}, "spans": spans}]}]});
-            lines.push_str(&request.to_string());
-            lines.push('\n');
+            push_otlp_line(&mut lines, "Spans", &services[s].name, json!(spans));
         }
     }
     w.write(
@@ -1321,6 +1313,20 @@ fn trace_span(
     }
     out.entry(s).or_default().push(span);
     end
+}
+
+/// Appends one OTLP JSON request (`resourceMetrics` or `resourceSpans`) for a service, as the
+/// collector's file exporter writes it: one request per line.
+fn push_otlp_line(lines: &mut String, signal: &str, service: &str, items: Value) {
+    let items_key = signal.to_ascii_lowercase();
+    let request = json!({
+        format!("resource{signal}"): [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+            format!("scope{signal}"): [{"scope": {"name": "maestro.generator", "version": "1"}, items_key: items}],
+        }],
+    });
+    lines.push_str(&request.to_string());
+    lines.push('\n');
 }
 
 fn write_catalog(w: &mut Writer, services: &[Service]) -> Result<()> {

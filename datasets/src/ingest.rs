@@ -258,9 +258,7 @@ impl<'l> RunState<'l> {
             .collect();
         for (path, sha256, bytes, format, records, source_bytes) in parsed {
             self.report.source_bytes += source_bytes;
-            let (read, rejected) = (records.read, records.rejected.len() as u64);
-            self.take(&path, &sha256, format, records)?;
-            self.record_file(path, sha256, format, bytes, read, rejected);
+            self.take_file(&path, &sha256, format, bytes, records)?;
         }
         Ok(())
     }
@@ -293,9 +291,7 @@ impl<'l> RunState<'l> {
             Err(reason) => {
                 let mut records = Records::default();
                 records.reject(None, Some(0), reason, &head);
-                self.take(path, sha256, None, records)?;
-                self.record_file(path.to_path_buf(), sha256.to_string(), None, bytes, 1, 1);
-                return Ok(());
+                return self.take_file(path, sha256, None, bytes, records);
             }
         };
         if !format.is_line_oriented() {
@@ -306,16 +302,7 @@ impl<'l> RunState<'l> {
                 .map_err(|e| Error::io(path, e))?;
             let records = parse_whole(format, &all, sha256, modified_at(path), options);
             self.report.source_bytes += all.len() as u64;
-            let (read, rejected) = (records.read, records.rejected.len() as u64);
-            self.take(path, sha256, Some(format), records)?;
-            self.record_file(
-                path.to_path_buf(),
-                sha256.to_string(),
-                Some(format),
-                bytes,
-                read,
-                rejected,
-            );
+            self.take_file(path, sha256, Some(format), bytes, records)?;
             on_progress(bytes);
             return Ok(());
         }
@@ -405,6 +392,28 @@ impl<'l> RunState<'l> {
             path.to_path_buf(),
             sha256.to_string(),
             Some(format),
+            bytes,
+            read,
+            rejected,
+        );
+        Ok(())
+    }
+
+    /// Takes everything read from one whole file and records the file in `_ingested`.
+    fn take_file(
+        &mut self,
+        path: &Path,
+        sha256: &str,
+        format: Option<Format>,
+        bytes: u64,
+        records: Records,
+    ) -> Result<()> {
+        let (read, rejected) = (records.read, records.rejected.len() as u64);
+        self.take(path, sha256, format, records)?;
+        self.record_file(
+            path.to_path_buf(),
+            sha256.to_string(),
+            format,
             bytes,
             read,
             rejected,

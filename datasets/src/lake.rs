@@ -639,6 +639,13 @@ mod tests {
 
     const DAY: i64 = 86_400_000_000;
 
+    fn staging_is_empty(root: &Path) -> bool {
+        fs::read_dir(root.join("_staging"))
+            .unwrap()
+            .next()
+            .is_none()
+    }
+
     #[test]
     fn appends_partition_by_utc_date() {
         let dir = tempfile::tempdir().unwrap();
@@ -651,12 +658,7 @@ mod tests {
         assert_eq!(summary.files.len(), 2);
         assert!(summary.files[0].starts_with("raw/test_results/date=1970-01-01/part-"));
         assert!(summary.files[1].starts_with("raw/test_results/date=1970-01-02/part-"));
-        assert!(
-            fs::read_dir(dir.path().join("_staging"))
-                .unwrap()
-                .next()
-                .is_none()
-        );
+        assert!(staging_is_empty(dir.path()));
     }
 
     #[test]
@@ -728,12 +730,7 @@ mod tests {
         std::mem::forget(txn);
         let lake = Lake::open(dir.path()).unwrap();
         assert_eq!(count(&lake, &TestResult::TABLE), 0);
-        assert!(
-            fs::read_dir(dir.path().join("_staging"))
-                .unwrap()
-                .next()
-                .is_none()
-        );
+        assert!(staging_is_empty(dir.path()));
     }
 
     #[test]
