@@ -25,7 +25,7 @@ use crate::ledger::{IngestedFile, JobRun, RAW_LIMIT, Rejection};
 use crate::readers::{self, AuditDraft, Chunk, Format, Records, ReportContext};
 use crate::schema::{AuditEvent, Row, Ts};
 
-/// Default bytes per streamed chunk of a large file; files up to four chunks are read whole.
+/// Default bytes per streamed chunk of a large file; files up to one chunk are read whole.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 /// Bytes of small files parsed together in parallel before their rows are written.
 const PARALLEL_BATCH: usize = 32 << 20;
@@ -41,7 +41,7 @@ pub struct IngestOptions {
     pub format: Option<Format>,
     /// What test reports and scrapes do not say about themselves.
     pub context: ReportContext,
-    /// Bytes per chunk when streaming a large line-oriented file; files up to four chunks are
+    /// Bytes per chunk when streaming a large line-oriented file; files up to one chunk are
     /// read whole. Bounds memory: about two chunks per core are in flight.
     pub chunk_bytes: usize,
 }
@@ -153,7 +153,7 @@ pub fn ingest(
     let mut batch: Vec<(PathBuf, String, u64)> = Vec::new();
     let mut batch_bytes = 0usize;
     for (path, sha256, bytes) in pending {
-        if bytes as usize > options.chunk_bytes.saturating_mul(4) || is_gzipped(&path) {
+        if bytes as usize > options.chunk_bytes || is_gzipped(&path) {
             state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
             batch_bytes = 0;
             state.ingest_large(&path, &sha256, bytes, options, on_progress)?;

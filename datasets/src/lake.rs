@@ -17,12 +17,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::schema::{Layout, Row, TableDef};
+use crate::schema::{Layout, Row, TableDef, Ts};
 
 /// Rows per Parquet row group: small enough to bound the memory of many open partitions.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -210,7 +210,8 @@ impl Txn<'_> {
         }
         match table.layout {
             Layout::ByDate => {
-                let mut by_partition: BTreeMap<String, Vec<&R>> = BTreeMap::new();
+                // Grouped by day number; the date text is formatted once per partition.
+                let mut by_partition: BTreeMap<i64, (Ts, Vec<&R>)> = BTreeMap::new();
                 for row in rows {
                     let at = row.partition_at().ok_or_else(|| {
                         Error::Internal(format!(
@@ -218,10 +219,17 @@ impl Txn<'_> {
                             table.name
                         ))
                     })?;
-                    by_partition.entry(at.date()).or_default().push(row);
+                    by_partition
+                        .entry(at.day())
+                        .or_insert_with(|| (at, Vec::new()))
+                        .1
+                        .push(row);
                 }
-                for (date, rows) in by_partition {
-                    let dir = self.lake.table_dir(&table).join(format!("date={date}"));
+                for (at, rows) in by_partition.into_values() {
+                    let dir = self
+                        .lake
+                        .table_dir(&table)
+                        .join(format!("date={}", at.date()));
                     let batch = R::to_batch(&rows);
                     match mode {
                         WriteMode::Append => self.append_batch(&dir, &batch)?,
@@ -498,6 +506,7 @@ fn parquet_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingF
             ZstdLevel::try_new(1).expect("valid level"),
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .build();
     ArrowWriter::try_new(HashingFile::new(file), schema, Some(props))
         .map_err(|e| Error::parquet(path, e))

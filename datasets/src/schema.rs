@@ -43,6 +43,11 @@ impl Ts {
         None
     }
 
+    /// Days since 1970-01-01 (UTC) of this instant: a cheap key for grouping rows by date.
+    pub fn day(self) -> i64 {
+        self.0.div_euclid(86_400_000_000)
+    }
+
     /// The UTC date of this instant, as the `YYYY-MM-DD` used in partition names.
     pub fn date(self) -> String {
         self.to_datetime().format("%Y-%m-%d").to_string()

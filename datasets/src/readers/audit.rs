@@ -4,77 +4,75 @@
 //! Each record is kept whole as canonical JSON (sorted keys, no whitespace); the lake chains
 //! records by hash over exactly those bytes, in ingest order, so tampering shows later.
 
-use serde_json::Value;
-
-use super::{AuditDraft, Chunk, Records, first_str, json_documents, json_str};
+use super::json::Json;
+use super::{AuditDraft, Chunk, Records, for_each_json_document};
 use crate::schema::Ts;
 
 /// Reads Kubernetes audit events.
 pub fn read_k8s(chunk: &Chunk<'_>, out: &mut Records) {
-    for (line, offset, doc, raw) in json_documents(chunk, out) {
-        let line = (chunk.bytes.len() != raw.len()).then_some(line);
+    for_each_json_document::<Json<'_>>(chunk, out, |out, doc| {
         // A file may hold an EventList instead of lines of Events.
-        let events: Vec<&Value> = match doc.get("items").and_then(Value::as_array) {
-            Some(items) if doc.get("kind").and_then(Value::as_str) == Some("EventList") => {
-                items.iter().collect()
-            }
-            _ => vec![&doc],
+        let events: &[Json<'_>] = match doc.value.get("items").and_then(Json::as_array) {
+            Some(items) if doc.value.str_at(&["kind"]) == Some("EventList") => items,
+            _ => std::slice::from_ref(&doc.value),
         };
+        let size_hint = doc.raw.len() / events.len().max(1);
         for event in events {
-            match k8s_event(event) {
+            match k8s_event(event, size_hint) {
                 Ok(draft) => {
                     out.read += 1;
                     out.audit.push(draft);
                 }
-                Err(reason) => out.reject(line, Some(offset), reason, event.to_string().as_bytes()),
+                Err(reason) => out.reject(
+                    doc.line,
+                    Some(doc.offset),
+                    reason,
+                    event.to_canonical().as_bytes(),
+                ),
             }
         }
-    }
+    });
 }
 
-fn k8s_event(event: &Value) -> Result<AuditDraft, String> {
+fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
     if !event.is_object() {
         return Err("not a JSON object".into());
     }
-    let audit_id = json_str(event, "/auditID").ok_or("missing auditID")?;
-    let time = first_str(
-        event,
-        &["/stageTimestamp", "/requestReceivedTimestamp", "/timestamp"],
-    )
-    .ok_or("missing stageTimestamp and requestReceivedTimestamp")?;
+    let audit_id = event.str_at(&["auditID"]).ok_or("missing auditID")?;
+    let time = event
+        .first_str(&[
+            &["stageTimestamp"],
+            &["requestReceivedTimestamp"],
+            &["timestamp"],
+        ])
+        .ok_or("missing stageTimestamp and requestReceivedTimestamp")?;
     let at = Ts::parse(time).ok_or_else(|| format!("timestamp {time:?} is not RFC 3339"))?;
-    let verb = json_str(event, "/verb").ok_or("missing verb")?;
-    let actor = first_str(event, &["/impersonatedUser/username", "/user/username"])
+    let verb = event.str_at(&["verb"]).ok_or("missing verb")?;
+    let actor = event
+        .first_str(&[&["impersonatedUser", "username"], &["user", "username"]])
         .unwrap_or("system:anonymous");
     let object = event.get("objectRef");
     let resource = match object {
         Some(object) => {
-            let kind = [
-                json_str(object, "/resource"),
-                json_str(object, "/subresource"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("/");
-            let name = [json_str(object, "/namespace"), json_str(object, "/name")]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("/");
+            let joined = |first: Option<&str>, second: Option<&str>| match (first, second) {
+                (Some(a), Some(b)) => format!("{a}/{b}"),
+                (a, b) => a.or(b).unwrap_or("").to_string(),
+            };
+            let kind = joined(
+                object.str_at(&["resource"]),
+                object.str_at(&["subresource"]),
+            );
+            let name = joined(object.str_at(&["namespace"]), object.str_at(&["name"]));
             format!("{kind}:{name}")
         }
-        None => json_str(event, "/requestURI").unwrap_or("").to_string(),
+        None => event.str_at(&["requestURI"]).unwrap_or("").to_string(),
     };
-    let outcome = match event
-        .pointer("/responseStatus/code")
-        .and_then(Value::as_i64)
-    {
+    let outcome = match event.at(&["responseStatus", "code"]).and_then(Json::as_i64) {
         Some(code) if code < 400 => "success",
         Some(_) => "failure",
         None => "unknown",
     };
-    let stage = json_str(event, "/stage").unwrap_or("");
+    let stage = event.str_at(&["stage"]).unwrap_or("");
     Ok(AuditDraft {
         event_id: if stage.is_empty() {
             audit_id.to_string()
@@ -88,65 +86,68 @@ fn k8s_event(event: &Value) -> Result<AuditDraft, String> {
         outcome: outcome.into(),
         source: "kubernetes".into(),
         scope: object
-            .and_then(|o| json_str(o, "/namespace"))
+            .and_then(|o| o.str_at(&["namespace"]))
             .map(str::to_string),
-        canonical: event.to_string(),
+        canonical: event.to_canonical_sized(size_hint),
     })
 }
 
 /// Reads CloudTrail files.
 pub fn read_cloudtrail(chunk: &Chunk<'_>, out: &mut Records) {
-    for (line, offset, doc, raw) in json_documents(chunk, out) {
-        let line = (chunk.bytes.len() != raw.len()).then_some(line);
-        let Some(records) = doc.get("Records").and_then(Value::as_array) else {
+    for_each_json_document::<Json<'_>>(chunk, out, |out, doc| {
+        let Some(records) = doc.value.get("Records").and_then(Json::as_array) else {
             out.reject(
-                line,
-                Some(offset),
+                doc.line,
+                Some(doc.offset),
                 "CloudTrail file without a Records array",
-                raw,
+                doc.raw,
             );
-            continue;
+            return;
         };
+        let size_hint = doc.raw.len() / records.len().max(1);
         for record in records {
-            match cloudtrail_record(record) {
+            match cloudtrail_record(record, size_hint) {
                 Ok(draft) => {
                     out.read += 1;
                     out.audit.push(draft);
                 }
-                Err(reason) => {
-                    out.reject(line, Some(offset), reason, record.to_string().as_bytes())
-                }
+                Err(reason) => out.reject(
+                    doc.line,
+                    Some(doc.offset),
+                    reason,
+                    record.to_canonical().as_bytes(),
+                ),
             }
         }
-    }
+    });
 }
 
-fn cloudtrail_record(record: &Value) -> Result<AuditDraft, String> {
+fn cloudtrail_record(record: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
     if !record.is_object() {
         return Err("not a JSON object".into());
     }
-    let event_id = json_str(record, "/eventID").ok_or("missing eventID")?;
-    let time = json_str(record, "/eventTime").ok_or("missing eventTime")?;
+    let event_id = record.str_at(&["eventID"]).ok_or("missing eventID")?;
+    let time = record.str_at(&["eventTime"]).ok_or("missing eventTime")?;
     let at = Ts::parse(time).ok_or_else(|| format!("eventTime {time:?} is not RFC 3339"))?;
-    let action = json_str(record, "/eventName").ok_or("missing eventName")?;
-    let source = json_str(record, "/eventSource").unwrap_or("");
-    let actor = first_str(
-        record,
-        &[
-            "/userIdentity/arn",
-            "/userIdentity/userName",
-            "/userIdentity/principalId",
-            "/userIdentity/invokedBy",
-            "/userIdentity/type",
-        ],
-    )
-    .unwrap_or("unknown");
+    let action = record.str_at(&["eventName"]).ok_or("missing eventName")?;
+    let source = record.str_at(&["eventSource"]).unwrap_or("");
+    let actor = record
+        .first_str(&[
+            &["userIdentity", "arn"],
+            &["userIdentity", "userName"],
+            &["userIdentity", "principalId"],
+            &["userIdentity", "invokedBy"],
+            &["userIdentity", "type"],
+        ])
+        .unwrap_or("unknown");
     let resource = record
-        .pointer("/resources/0/ARN")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| source.to_string());
-    let outcome = if record.get("errorCode").is_some_and(|v| !v.is_null()) {
+        .get("resources")
+        .and_then(Json::as_array)
+        .and_then(<[Json<'_>]>::first)
+        .and_then(|first| first.str_at(&["ARN"]))
+        .unwrap_or(source)
+        .to_string();
+    let outcome = if record.get("errorCode").is_some_and(|v| *v != Json::Null) {
         "failure"
     } else {
         "success"
@@ -159,7 +160,7 @@ fn cloudtrail_record(record: &Value) -> Result<AuditDraft, String> {
         resource,
         outcome: outcome.into(),
         source: "cloudtrail".into(),
-        scope: json_str(record, "/awsRegion").map(str::to_string),
-        canonical: record.to_string(),
+        scope: record.str_at(&["awsRegion"]).map(str::to_string),
+        canonical: record.to_canonical_sized(size_hint),
     })
 }

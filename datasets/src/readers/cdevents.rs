@@ -13,30 +13,29 @@
 
 use serde_json::Value;
 
-use super::{Chunk, Records, first_str, json_documents, json_str};
+use super::{Chunk, Records, first_str, for_each_json_document, json_str};
 use crate::schema::{Change, Deployment, Incident, TestResult, Ts};
 
 /// Reads CDEvents from a chunk.
 pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
-    for (line, offset, doc, raw) in json_documents(chunk, out) {
-        let line = (chunk.bytes.len() != raw.len()).then_some(line);
-        match read_event(&doc, chunk) {
+    for_each_json_document::<Value>(chunk, out, |out, doc| {
+        match read_event(&doc.value, chunk) {
             Ok(Taken::Change(row)) => out.changes.push(*row),
             Ok(Taken::Deployment(row)) => out.deployments.push(row),
             Ok(Taken::Incident(row)) => out.incidents.push(row),
             Ok(Taken::TestResult(row)) => out.test_results.push(row),
             Err(reason) => {
                 out.reject(
-                    line,
-                    Some(offset),
+                    doc.line,
+                    Some(doc.offset),
                     reason,
-                    &serde_json::to_vec(&doc).unwrap_or_default(),
+                    &serde_json::to_vec(&doc.value).unwrap_or_default(),
                 );
-                continue;
+                return;
             }
         }
         out.read += 1;
-    }
+    });
 }
 
 enum Taken {

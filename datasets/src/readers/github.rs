@@ -6,21 +6,18 @@
 
 use serde_json::Value;
 
-use super::{Chunk, Records, first_str, json_documents, json_str};
+use super::{Chunk, Records, first_str, for_each_json_document, json_str};
 use crate::schema::{Deployment, Ts};
 
 /// Reads GitHub deployment webhook payloads.
 pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
-    for (line, offset, doc, raw) in json_documents(chunk, out) {
-        let line = (chunk.bytes.len() != raw.len()).then_some(line);
-        match deployment(&doc) {
-            Ok(row) => {
-                out.read += 1;
-                out.deployments.push(row);
-            }
-            Err(reason) => out.reject(line, Some(offset), reason, raw),
+    for_each_json_document::<Value>(chunk, out, |out, doc| match deployment(&doc.value) {
+        Ok(row) => {
+            out.read += 1;
+            out.deployments.push(row);
         }
-    }
+        Err(reason) => out.reject(doc.line, Some(doc.offset), reason, doc.raw),
+    });
 }
 
 fn deployment(doc: &Value) -> Result<Deployment, String> {

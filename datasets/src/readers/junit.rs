@@ -16,9 +16,11 @@
 //! without names); a streaming pass over quick-xml events accepts every dialect and never
 //! expands entities beyond the five predefined ones.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use quick_xml::Reader;
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
 
 use super::{Chunk, Records, truncate_raw};
@@ -47,9 +49,38 @@ struct Case {
     duration_s: Option<f64>,
     timestamp: Option<Ts>,
     status_attr: Option<String>,
-    /// Outcome elements in document order: (element name, message).
-    outcomes: Vec<(String, Option<String>)>,
+    /// Outcome elements in document order, with their message.
+    outcomes: Vec<(Outcome, Option<String>)>,
     offset: i64,
+}
+
+/// The elements inside a `<testcase>` that say how it went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Failure,
+    Error,
+    Skipped,
+    /// surefire: a failed attempt before the final pass.
+    FlakyFailure,
+    FlakyError,
+    /// surefire: a further failed attempt after the first.
+    RerunFailure,
+    RerunError,
+}
+
+impl Outcome {
+    fn from_element(local_name: &[u8]) -> Option<Outcome> {
+        Some(match local_name {
+            b"failure" => Outcome::Failure,
+            b"error" => Outcome::Error,
+            b"skipped" => Outcome::Skipped,
+            b"flakyFailure" => Outcome::FlakyFailure,
+            b"flakyError" => Outcome::FlakyError,
+            b"rerunFailure" => Outcome::RerunFailure,
+            b"rerunError" => Outcome::RerunError,
+            _ => return None,
+        })
+    }
 }
 
 /// Reads one JUnit/xUnit XML file.
@@ -63,90 +94,23 @@ pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
 }
 
 fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
+    // Reading from the slice itself, events borrow the input: nothing is copied per element.
     let mut reader = Reader::from_reader(chunk.bytes);
     reader.config_mut().trim_text(true);
-    let mut buf = Vec::new();
     let mut suites: Vec<Suite> = Vec::new();
     let mut case: Option<Case> = None;
     let mut depth = 0usize;
     let mut saw_junit_root = false;
-    let mut attempts: HashMap<(String, String), i64> = HashMap::new();
+    let mut attempts = Attempts::default();
     let mut unnamed = 0usize;
     loop {
         let offset = reader.buffer_position() as i64;
         let event = reader
-            .read_event_into(&mut buf)
+            .read_event()
             .map_err(|e| format!("corrupt XML at byte {}: {e}", reader.error_position()))?;
-        let (start, is_empty) = match &event {
-            Event::Start(e) => (Some(e.clone()), false),
-            Event::Empty(e) => (Some(e.clone()), true),
-            _ => (None, false),
-        };
-        if let Some(element) = start {
-            if !is_empty {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(format!("XML nested deeper than {MAX_DEPTH} elements"));
-                }
-            }
-            let name = local_name(&element);
-            match name.as_slice() {
-                b"testsuites" => {
-                    saw_junit_root = true;
-                    suites.push(suite_from(&element));
-                    if is_empty {
-                        close_suite(&mut suites, chunk, out, &mut attempts)?;
-                    }
-                }
-                b"testsuite" => {
-                    saw_junit_root = true;
-                    suites.push(suite_from(&element));
-                    if is_empty {
-                        close_suite(&mut suites, chunk, out, &mut attempts)?;
-                    }
-                }
-                b"testcase" => {
-                    if suites.is_empty() {
-                        saw_junit_root = true;
-                        suites.push(Suite::default());
-                    }
-                    let mut new_case = case_from(&element);
-                    new_case.offset = chunk.first_offset + offset;
-                    if new_case.name.is_none() {
-                        unnamed += 1;
-                        new_case.name = Some(format!("(unnamed testcase {unnamed})"));
-                    }
-                    if is_empty {
-                        suites
-                            .last_mut()
-                            .expect("pushed above")
-                            .cases
-                            .push(new_case);
-                    } else {
-                        case = Some(new_case);
-                    }
-                }
-                b"property" => {
-                    if let (Some(key), Some(value), Some(suite)) = (
-                        attr(&element, "name"),
-                        attr(&element, "value"),
-                        suites.last_mut(),
-                    ) {
-                        suite.properties.entry(key).or_insert(value);
-                    }
-                }
-                b"failure" | b"error" | b"skipped" | b"flakyFailure" | b"flakyError"
-                | b"rerunFailure" | b"rerunError" => {
-                    if let Some(case) = case.as_mut() {
-                        let message = attr(&element, "message").or_else(|| attr(&element, "type"));
-                        let kind = String::from_utf8_lossy(&name).into_owned();
-                        case.outcomes.push((kind, message));
-                    }
-                }
-                _ => {}
-            }
-        }
-        match event {
+        let (element, is_empty) = match &event {
+            Event::Start(e) => (e, false),
+            Event::Empty(e) => (e, true),
             Event::End(element) => {
                 depth = depth.saturating_sub(1);
                 match element.local_name().as_ref() {
@@ -160,11 +124,62 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                     }
                     _ => {}
                 }
+                continue;
             }
             Event::Eof => break,
-            _ => {}
+            _ => continue,
+        };
+        if !is_empty {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                return Err(format!("XML nested deeper than {MAX_DEPTH} elements"));
+            }
         }
-        buf.clear();
+        match element.local_name().as_ref() {
+            b"testsuites" | b"testsuite" => {
+                saw_junit_root = true;
+                suites.push(suite_from(element));
+                if is_empty {
+                    close_suite(&mut suites, chunk, out, &mut attempts)?;
+                }
+            }
+            b"testcase" => {
+                if suites.is_empty() {
+                    saw_junit_root = true;
+                    suites.push(Suite::default());
+                }
+                let mut new_case = case_from(element);
+                new_case.offset = chunk.first_offset + offset;
+                if new_case.name.is_none() {
+                    unnamed += 1;
+                    new_case.name = Some(format!("(unnamed testcase {unnamed})"));
+                }
+                if is_empty {
+                    suites
+                        .last_mut()
+                        .expect("pushed above")
+                        .cases
+                        .push(new_case);
+                } else {
+                    case = Some(new_case);
+                }
+            }
+            b"property" => {
+                if let (Some(key), Some(value), Some(suite)) = (
+                    attr(element, "name"),
+                    attr(element, "value"),
+                    suites.last_mut(),
+                ) {
+                    suite.properties.entry(key).or_insert(value);
+                }
+            }
+            name => {
+                if let (Some(kind), Some(case)) = (Outcome::from_element(name), case.as_mut()) {
+                    let message = attr(element, "message").or_else(|| attr(element, "type"));
+                    case.outcomes.push((kind, message));
+                }
+            }
+        }
     }
     if !saw_junit_root {
         return Err(
@@ -177,11 +192,14 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     Ok(())
 }
 
+/// Attempt counters per run, then per test id.
+type Attempts = HashMap<String, HashMap<String, i64>>;
+
 fn close_suite(
     suites: &mut Vec<Suite>,
     chunk: &Chunk<'_>,
     out: &mut Records,
-    attempts: &mut HashMap<(String, String), i64>,
+    attempts: &mut Attempts,
 ) -> Result<(), String> {
     let Some(suite) = suites.pop() else {
         return Err("unbalanced XML: a suite closes that never opened".into());
@@ -260,28 +278,33 @@ fn close_suite(
         let main_message = case
             .outcomes
             .iter()
-            .find(|(kind, _)| matches!(kind.as_str(), "error" | "failure" | "skipped"))
+            .find(|(kind, _)| matches!(kind, Outcome::Error | Outcome::Failure | Outcome::Skipped))
             .and_then(|(_, m)| m.clone());
         // Attempts in order: flaky failures (before the final pass), the main result, reruns.
         let mut runs: Vec<(&str, Option<String>, Option<f64>)> = Vec::new();
         for (kind, message) in &case.outcomes {
-            match kind.as_str() {
-                "flakyFailure" => runs.push(("failed", message.clone(), None)),
-                "flakyError" => runs.push(("error", message.clone(), None)),
+            match kind {
+                Outcome::FlakyFailure => runs.push(("failed", message.clone(), None)),
+                Outcome::FlakyError => runs.push(("error", message.clone(), None)),
                 _ => {}
             }
         }
         runs.push((main_status, main_message, case.duration_s));
         for (kind, message) in &case.outcomes {
-            match kind.as_str() {
-                "rerunFailure" => runs.push(("failed", message.clone(), None)),
-                "rerunError" => runs.push(("error", message.clone(), None)),
+            match kind {
+                Outcome::RerunFailure => runs.push(("failed", message.clone(), None)),
+                Outcome::RerunError => runs.push(("error", message.clone(), None)),
                 _ => {}
             }
         }
-        let attempt = attempts
-            .entry((run_id.clone(), test_id.clone()))
-            .or_insert(0);
+        let per_test = match attempts.get_mut(&run_id) {
+            Some(per_test) => per_test,
+            None => attempts.entry(run_id.clone()).or_default(),
+        };
+        let attempt = match per_test.get_mut(&test_id) {
+            Some(attempt) => attempt,
+            None => per_test.entry(test_id.clone()).or_insert(0),
+        };
         for (status, message, duration_s) in runs {
             *attempt += 1;
             out.test_results.push(TestResult {
@@ -306,14 +329,14 @@ fn close_suite(
 }
 
 fn main_status(case: &Case) -> &'static str {
-    let has = |kind: &str| case.outcomes.iter().any(|(k, _)| k == kind);
-    if has("error") {
+    let has = |kind: Outcome| case.outcomes.iter().any(|(k, _)| *k == kind);
+    if has(Outcome::Error) {
         return "error";
     }
-    if has("failure") {
+    if has(Outcome::Failure) {
         return "failed";
     }
-    if has("skipped") {
+    if has(Outcome::Skipped) {
         return "skipped";
     }
     match case
@@ -344,65 +367,69 @@ fn case_rejection(case: &Case, reason: String) -> super::RejectedRecord {
 
 fn suite_from(element: &BytesStart<'_>) -> Suite {
     let mut suite = Suite::default();
-    for (key, value) in attributes(element) {
-        match key.as_slice() {
-            b"name" => suite.name = Some(value),
-            b"timestamp" => suite.timestamp = Ts::parse(&value),
-            b"tests" => suite.declared_tests = value.trim().parse().ok(),
-            _ => {}
-        }
-    }
+    for_each_attribute(element, |key, value| match key {
+        b"name" => suite.name = Some(value.into_owned()),
+        b"timestamp" => suite.timestamp = Ts::parse(&value),
+        b"tests" => suite.declared_tests = value.trim().parse().ok(),
+        _ => {}
+    });
     suite
 }
 
 fn case_from(element: &BytesStart<'_>) -> Case {
     let mut case = Case::default();
-    for (key, value) in attributes(element) {
-        match key.as_slice() {
-            b"name" => case.name = Some(value),
-            b"classname" => case.classname = Some(value),
-            b"class" => case.classname = case.classname.take().or(Some(value)),
-            b"file" => case.file = Some(value),
-            // Some producers write thousands separators ("1,234.5").
-            b"time" => case.duration_s = value.replace(',', "").trim().parse::<f64>().ok(),
-            b"timestamp" => case.timestamp = Ts::parse(&value),
-            b"status" => case.status_attr = Some(value),
-            b"result" => case.status_attr = case.status_attr.take().or(Some(value)),
-            _ => {}
-        }
-    }
+    for_each_attribute(element, |key, value| match key {
+        b"name" => case.name = Some(value.into_owned()),
+        b"classname" => case.classname = Some(value.into_owned()),
+        b"class" => case.classname = case.classname.take().or(Some(value.into_owned())),
+        b"file" => case.file = Some(value.into_owned()),
+        b"time" => case.duration_s = parse_seconds(&value),
+        b"timestamp" => case.timestamp = Ts::parse(&value),
+        b"status" => case.status_attr = Some(value.into_owned()),
+        b"result" => case.status_attr = case.status_attr.take().or(Some(value.into_owned())),
+        _ => {}
+    });
     case
 }
 
-/// Every non-empty attribute, parsed once: (local name, unescaped value).
-fn attributes(element: &BytesStart<'_>) -> Vec<(Vec<u8>, String)> {
-    element
-        .attributes()
-        .flatten()
-        .filter_map(|a| {
-            let value = match a.unescape_value() {
-                Ok(value) => value.into_owned(),
-                Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
-            };
-            (!value.is_empty()).then(|| (a.key.local_name().as_ref().to_vec(), value))
-        })
-        .collect()
+/// Seconds as producers write them, some with thousands separators ("1,234.5").
+fn parse_seconds(text: &str) -> Option<f64> {
+    if text.contains(',') {
+        text.replace(',', "").trim().parse().ok()
+    } else {
+        text.trim().parse().ok()
+    }
 }
 
-fn local_name(element: &BytesStart<'_>) -> Vec<u8> {
-    element.local_name().as_ref().to_vec()
+/// Calls `visit` with each non-empty attribute: (local name, unescaped value). Values borrow
+/// the input unless they hold entities; only predefined and numeric entities are expanded.
+fn for_each_attribute<'a>(element: &'a BytesStart<'_>, mut visit: impl FnMut(&[u8], Cow<'a, str>)) {
+    for attribute in element.attributes().with_checks(false).flatten() {
+        let value = attribute_text(&attribute);
+        if !value.is_empty() {
+            visit(attribute.key.local_name().as_ref(), value);
+        }
+    }
+}
+
+fn attribute_text<'a>(attribute: &Attribute<'a>) -> Cow<'a, str> {
+    match attribute.unescape_value() {
+        Ok(value) => value,
+        Err(_) => match &attribute.value {
+            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
+            Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+        },
+    }
 }
 
 /// An attribute's value, unescaped when it can be (predefined and numeric entities only).
 fn attr(element: &BytesStart<'_>, key: &str) -> Option<String> {
     element
         .attributes()
+        .with_checks(false)
         .flatten()
         .find(|a| a.key.local_name().as_ref() == key.as_bytes())
-        .map(|a| match a.unescape_value() {
-            Ok(value) => value.into_owned(),
-            Err(_) => String::from_utf8_lossy(&a.value).into_owned(),
-        })
+        .map(|a| attribute_text(&a).into_owned())
         .filter(|v| !v.is_empty())
 }
 

@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod cdevents;
 pub mod commit_guru;
 pub mod github;
+pub mod json;
 pub mod junit;
 pub mod openslo;
 pub mod otlp;
@@ -391,30 +392,46 @@ pub(crate) fn json_str<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Splits the elements of a JSON document that is one value, an array of values, or JSON lines,
-/// returning each with its line and byte offset.
-pub(crate) fn json_documents<'a>(
+/// One JSON document of a chunk.
+pub(crate) struct JsonDocument<'a, T> {
+    /// Its line, when the chunk is JSON lines; a whole-file document has none.
+    pub line: Option<i64>,
+    /// Byte offset of the document in the file.
+    pub offset: i64,
+    /// The parsed document.
+    pub value: T,
+    /// Its text.
+    pub raw: &'a [u8],
+}
+
+/// Calls `visit` with each element of a JSON chunk that is one value, an array of values, or
+/// JSON lines, parsed as `T`, one at a time so a long file is never held parsed whole.
+pub(crate) fn for_each_json_document<'a, T: serde::Deserialize<'a>>(
     chunk: &Chunk<'a>,
     out: &mut Records,
-) -> Vec<(i64, i64, Value, &'a [u8])> {
-    let mut docs = Vec::new();
+    mut visit: impl FnMut(&mut Records, JsonDocument<'a, T>),
+) {
     let bytes = chunk.bytes;
+    let whole = |value| JsonDocument {
+        line: None,
+        offset: chunk.first_offset,
+        value,
+        raw: bytes,
+    };
     let start = bytes
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(0);
     if bytes.get(start) == Some(&b'[') {
-        match serde_json::from_slice::<Vec<Value>>(bytes) {
-            Ok(values) => {
-                for value in values {
-                    docs.push((chunk.first_line, chunk.first_offset, value, bytes));
-                }
-            }
+        match serde_json::from_slice::<Vec<T>>(bytes) {
+            Ok(values) => values
+                .into_iter()
+                .for_each(|value| visit(out, whole(value))),
             Err(e) => {
                 out.reject_whole_file(format!("invalid JSON array: {e}"), truncate_raw(bytes))
             }
         }
-        return docs;
+        return;
     }
     // JSON lines when the first line is a whole document; otherwise one document for the file.
     let mut lines = chunk.lines();
@@ -424,18 +441,25 @@ pub(crate) fn json_documents<'a>(
     let has_more_lines = lines.next().is_some();
     if first_is_document && has_more_lines {
         for (line, offset, text) in chunk.lines() {
-            match serde_json::from_slice::<Value>(text) {
-                Ok(value) => docs.push((line, offset, value, text)),
+            match serde_json::from_slice::<T>(text) {
+                Ok(value) => visit(
+                    out,
+                    JsonDocument {
+                        line: Some(line),
+                        offset,
+                        value,
+                        raw: text,
+                    },
+                ),
                 Err(e) => out.reject(Some(line), Some(offset), format!("invalid JSON: {e}"), text),
             }
         }
     } else {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) => docs.push((chunk.first_line, chunk.first_offset, value, bytes)),
+        match serde_json::from_slice::<T>(bytes) {
+            Ok(value) => visit(out, whole(value)),
             Err(e) => out.reject_whole_file(format!("invalid JSON: {e}"), truncate_raw(bytes)),
         }
     }
-    docs
 }
 
 /// The documents of a YAML stream, or `None` after rejecting the whole file.
