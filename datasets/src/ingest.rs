@@ -27,8 +27,9 @@ use crate::schema::{AuditEvent, Row, Ts};
 
 /// Default bytes per streamed chunk of a large file; files up to one chunk are read whole.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
-/// Bytes of small files parsed together in parallel before their rows are written.
-const PARALLEL_BATCH: usize = 32 << 20;
+/// Bytes of small files parsed together, per thread, before their rows are written: enough to
+/// keep every core busy, few enough that the parsed rows stay in cache.
+const PARALLEL_BATCH_PER_THREAD: usize = 4 << 20;
 /// Rows gathered before they are written.
 const FLUSH_ROWS: usize = 8 * 1024;
 /// The previous hash of the first audit record.
@@ -122,7 +123,7 @@ pub fn ingest(
     let mut state = RunState::new(lake, run_id.clone(), started)?;
 
     // Hash everything first, so duplicates (in the lake or within this run) are never parsed.
-    let hashes: Vec<(PathBuf, Result<(String, u64)>)> = files
+    let hashes: Vec<(PathBuf, Result<FileHash>)> = files
         .into_par_iter()
         .map(|path| {
             let hash = sha256_file(&path);
@@ -130,8 +131,16 @@ pub fn ingest(
         })
         .collect();
     let mut pending: Vec<(PathBuf, String, u64)> = Vec::new();
+    let mut gzipped: HashSet<PathBuf> = HashSet::new();
     for (path, hash) in hashes {
-        let (sha256, bytes) = hash?;
+        let FileHash {
+            sha256,
+            bytes,
+            is_gzipped,
+        } = hash?;
+        if is_gzipped {
+            gzipped.insert(path.clone());
+        }
         if !known.insert(sha256.clone()) {
             tracing::debug!(path = %path.display(), "already ingested: skipped");
             state.report.files.push(FileOutcome {
@@ -153,14 +162,14 @@ pub fn ingest(
     let mut batch: Vec<(PathBuf, String, u64)> = Vec::new();
     let mut batch_bytes = 0usize;
     for (path, sha256, bytes) in pending {
-        if bytes as usize > options.chunk_bytes || is_gzipped(&path) {
+        if bytes as usize > options.chunk_bytes || gzipped.contains(&path) {
             state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
             batch_bytes = 0;
             state.ingest_large(&path, &sha256, bytes, options, on_progress)?;
         } else {
             batch_bytes += bytes as usize;
             batch.push((path, sha256, bytes));
-            if batch_bytes > PARALLEL_BATCH {
+            if batch_bytes > PARALLEL_BATCH_PER_THREAD * rayon::current_num_threads() {
                 state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
                 batch_bytes = 0;
             }
@@ -300,13 +309,13 @@ impl<'l> RunState<'l> {
             reader
                 .read_to_end(&mut all)
                 .map_err(|e| Error::io(path, e))?;
-            let records = parse_whole(format, &all, sha256, modified_at(path), options);
+            let records = parse_whole(format, &all, sha256, modified_at(format, path), options);
             self.report.source_bytes += all.len() as u64;
             self.take_file(path, sha256, Some(format), bytes, records)?;
             on_progress(bytes);
             return Ok(());
         }
-        let modified = modified_at(path);
+        let modified = modified_at(format, path);
         let (mut read, mut rejected) = (0u64, 0u64);
         let mut carry = head;
         let mut line = 1i64;
@@ -443,31 +452,29 @@ impl<'l> RunState<'l> {
     /// Writes the rows taken so far. Entity tables (deployments, incidents) and snapshots wait
     /// for the end of the run, so rows of one entity fold into one.
     fn flush_pending(&mut self) -> Result<()> {
-        let Records {
-            read: _,
-            changes,
-            deployments,
-            incidents,
-            test_results,
-            spans,
-            metric_points,
-            audit,
-            slos,
-            service_edges,
-            rejected: _,
-        } = std::mem::take(&mut self.pending);
-        self.write_appended(&changes)?;
-        self.write_appended(&test_results)?;
-        self.write_appended(&spans)?;
-        self.write_appended(&metric_points)?;
-        deployments
-            .into_iter()
-            .for_each(|d| self.deployments.add(d));
-        incidents.into_iter().for_each(|i| self.incidents.add(i));
-        self.slos.extend(slos);
-        self.service_edges.extend(service_edges);
-        let chained: Vec<AuditEvent> = audit.into_iter().map(|draft| self.chain(draft)).collect();
+        // The pending vectors are emptied, not freed: refilling memory already in use is cheaper
+        // than faulting in fresh pages at every flush.
+        let mut pending = std::mem::take(&mut self.pending);
+        self.write_appended(&pending.changes)?;
+        self.write_appended(&pending.test_results)?;
+        self.write_appended(&pending.spans)?;
+        self.write_appended(&pending.metric_points)?;
+        for deployment in pending.deployments.drain(..) {
+            self.deployments.add(deployment);
+        }
+        for incident in pending.incidents.drain(..) {
+            self.incidents.add(incident);
+        }
+        self.slos.append(&mut pending.slos);
+        self.service_edges.append(&mut pending.service_edges);
+        let chained: Vec<AuditEvent> = pending
+            .audit
+            .drain(..)
+            .map(|draft| self.chain(draft))
+            .collect();
         self.write_appended(&chained)?;
+        pending.clear();
+        self.pending = pending;
         let rejections = std::mem::take(&mut self.pending_rejections);
         self.txn.write(&rejections, WriteMode::Append)
     }
@@ -652,7 +659,7 @@ fn read_small(
     };
     (
         Some(format),
-        parse_whole(format, &bytes, sha256, modified_at(path), options),
+        parse_whole(format, &bytes, sha256, modified_at(format, path), options),
         len,
     )
 }
@@ -670,7 +677,12 @@ fn parse_whole(
     records
 }
 
-fn modified_at(path: &Path) -> Option<Ts> {
+/// When the file was last written, for the one format whose records may carry no time (a
+/// Prometheus scrape); other formats do not need the extra system call.
+fn modified_at(format: Format, path: &Path) -> Option<Ts> {
+    if format != Format::Prometheus {
+        return None;
+    }
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;
     let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
     Some(Ts(since.as_micros() as i64))
@@ -691,15 +703,6 @@ fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
     })
 }
 
-/// Gzipped files stream: their size on disk says little about their size in memory.
-fn is_gzipped(path: &Path) -> bool {
-    let mut magic = [0u8; 2];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == [0x1f, 0x8b]
-}
-
 fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
@@ -713,20 +716,36 @@ fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-fn sha256_file(path: &Path) -> Result<(String, u64)> {
+/// A source file's identity, from one pass over its bytes as stored.
+struct FileHash {
+    sha256: String,
+    bytes: u64,
+    /// Gzipped files stream: their size on disk says little about their size in memory.
+    is_gzipped: bool,
+}
+
+fn sha256_file(path: &Path) -> Result<FileHash> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
+    let mut is_gzipped = false;
     loop {
         let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
         }
+        if total == 0 {
+            is_gzipped = buf[..n].starts_with(&[0x1f, 0x8b]);
+        }
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    Ok((format!("{:x}", hasher.finalize()), total))
+    Ok(FileHash {
+        sha256: format!("{:x}", hasher.finalize()),
+        bytes: total,
+        is_gzipped,
+    })
 }
 
 /// Every file under the given paths, sorted, each once.

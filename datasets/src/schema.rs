@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, ListBuilder, StringBuilder,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
@@ -69,8 +69,9 @@ impl Ts {
 pub trait LakeValue: Sized {
     /// The Arrow field for a column of this type.
     fn field(name: &str) -> Field;
-    /// Builds the column from the values of every row, in row order.
-    fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef
+    /// Builds the column from the values of every row, in row order. The iterator can be
+    /// cloned, so a column can be sized in a first pass rather than grown as it is filled.
+    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef
     where
         Self: 'a;
     /// Folds a later observation of the same entity into this one: later known values win.
@@ -87,7 +88,7 @@ macro_rules! scalar_value {
             fn field(name: &str) -> Field {
                 Field::new(name, $arrow, false)
             }
-            fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
+            fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
                 Arc::new(values.cloned().collect::<$array>())
             }
             fn merge(&mut self, later: Self) {
@@ -98,7 +99,7 @@ macro_rules! scalar_value {
             fn field(name: &str) -> Field {
                 Field::new(name, $arrow, true)
             }
-            fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
+            fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
                 Arc::new(values.cloned().collect::<$array>())
             }
             fn merge(&mut self, later: Self) {
@@ -118,8 +119,13 @@ impl LakeValue for String {
     fn field(name: &str) -> Field {
         Field::new(name, DataType::Utf8, false)
     }
-    fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
-        Arc::new(values.map(|v| Some(v.as_str())).collect::<StringArray>())
+    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let (rows, bytes) = values
+            .clone()
+            .fold((0, 0), |(n, b), v| (n + 1, b + v.len()));
+        let mut builder = StringBuilder::with_capacity(rows, bytes);
+        values.for_each(|v| builder.append_value(v));
+        Arc::new(builder.finish())
     }
     fn merge(&mut self, later: Self) {
         if !later.is_empty() {
@@ -132,8 +138,13 @@ impl LakeValue for Option<String> {
     fn field(name: &str) -> Field {
         Field::new(name, DataType::Utf8, true)
     }
-    fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
-        Arc::new(values.map(|v| v.as_deref()).collect::<StringArray>())
+    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let (rows, bytes) = values.clone().fold((0, 0), |(n, b), v| {
+            (n + 1, b + v.as_ref().map_or(0, String::len))
+        });
+        let mut builder = StringBuilder::with_capacity(rows, bytes);
+        values.for_each(|v| builder.append_option(v.as_deref()));
+        Arc::new(builder.finish())
     }
     fn merge(&mut self, later: Self) {
         if later.is_some() {
@@ -146,7 +157,7 @@ impl LakeValue for Ts {
     fn field(name: &str) -> Field {
         Field::new(name, ts_type(), false)
     }
-    fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
         Arc::new(
             values
                 .map(|v| Some(v.0))
@@ -163,7 +174,7 @@ impl LakeValue for Option<Ts> {
     fn field(name: &str) -> Field {
         Field::new(name, ts_type(), true)
     }
-    fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
         Arc::new(
             values
                 .map(|v| v.map(|t| t.0))
@@ -186,7 +197,7 @@ impl LakeValue for Vec<String> {
             false,
         )
     }
-    fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut builder = ListBuilder::new(StringBuilder::new());
         for list in values {
             for item in list {
@@ -211,7 +222,7 @@ impl LakeValue for Vec<f64> {
             false,
         )
     }
-    fn build<'a>(values: impl Iterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut builder = ListBuilder::new(datafusion::arrow::array::Float64Builder::new());
         for list in values {
             builder.values().append_slice(list);

@@ -85,12 +85,10 @@ impl Outcome {
 
 /// Reads one JUnit/xUnit XML file.
 pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
-    let mut parsed = Records::default();
-    if let Err(reason) = parse(chunk, &mut parsed) {
+    if let Err(reason) = parse(chunk, out) {
+        // Nothing of a corrupt report is half taken.
         out.reject_whole_file(reason, truncate_raw(chunk.bytes));
-        return;
     }
-    out.append(parsed);
 }
 
 fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
@@ -246,7 +244,7 @@ fn close_suite(
             suite_name.as_bytes(),
         );
     }
-    for case in suite.cases {
+    for mut case in suite.cases {
         out.read += 1;
         let started_at = match (&property_time, case.timestamp) {
             (_, Some(at)) => at,
@@ -305,17 +303,21 @@ fn close_suite(
             Some(attempt) => attempt,
             None => per_test.entry(test_id.clone()).or_insert(0),
         };
-        for (status, message, duration_s) in runs {
+        // The last attempt takes the case's strings; earlier ones (reruns) copy them.
+        let attempts_of_case = runs.len();
+        let (mut test_id, mut name) = (test_id, name);
+        for (i, (status, message, duration_s)) in runs.into_iter().enumerate() {
+            let last = i + 1 == attempts_of_case;
             *attempt += 1;
             out.test_results.push(TestResult {
                 run_id: run_id.clone(),
                 change_id: change_id.clone(),
                 service: service.clone(),
                 suite: suite_name.clone(),
-                test_id: test_id.clone(),
-                classname: case.classname.clone(),
-                name: name.clone(),
-                file: case.file.clone(),
+                test_id: take_or_clone(&mut test_id, last),
+                classname: take_or_clone(&mut case.classname, last),
+                name: take_or_clone(&mut name, last),
+                file: take_or_clone(&mut case.file, last),
                 status: status.to_string(),
                 duration_s,
                 attempt: *attempt,
@@ -326,6 +328,14 @@ fn close_suite(
         }
     }
     Ok(())
+}
+
+fn take_or_clone<T: Clone + Default>(value: &mut T, take: bool) -> T {
+    if take {
+        std::mem::take(value)
+    } else {
+        value.clone()
+    }
 }
 
 fn main_status(case: &Case) -> &'static str {

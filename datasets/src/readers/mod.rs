@@ -285,6 +285,12 @@ impl Records {
 
     /// Moves everything of `other` into `self`.
     pub fn append(&mut self, mut other: Records) {
+        if self.rows() == 0 && self.rejected.is_empty() && other.rows() > 1024 {
+            // Nothing to keep in order and much to move: take the other's vectors instead.
+            other.read += self.read;
+            *self = other;
+            return;
+        }
         self.read += other.read;
         self.changes.append(&mut other.changes);
         self.deployments.append(&mut other.deployments);
@@ -296,6 +302,21 @@ impl Records {
         self.slos.append(&mut other.slos);
         self.service_edges.append(&mut other.service_edges);
         self.rejected.append(&mut other.rejected);
+    }
+
+    /// Empties every vector but keeps its memory, for the next rows.
+    pub fn clear(&mut self) {
+        self.read = 0;
+        self.changes.clear();
+        self.deployments.clear();
+        self.incidents.clear();
+        self.test_results.clear();
+        self.spans.clear();
+        self.metric_points.clear();
+        self.audit.clear();
+        self.slos.clear();
+        self.service_edges.clear();
+        self.rejected.clear();
     }
 
     /// Drops every row and rejection and keeps one rejection for the whole file: used when a
@@ -327,6 +348,17 @@ pub fn read_chunk(format: Format, chunk: &Chunk<'_>, out: &mut Records) {
 
 /// Names the format of a file from its first bytes, or says why none fits.
 pub fn detect(head: &[u8]) -> Result<Format, String> {
+    // Most files say what they are in their first few kilobytes; look further only when not.
+    const QUICK_LOOK: usize = 4096;
+    if head.len() > QUICK_LOOK
+        && let Ok(format) = detect_in(&head[..QUICK_LOOK])
+    {
+        return Ok(format);
+    }
+    detect_in(head)
+}
+
+fn detect_in(head: &[u8]) -> Result<Format, String> {
     let text = String::from_utf8_lossy(head);
     let body = text.trim_start_matches('\u{feff}').trim_start();
     if body.is_empty() {
