@@ -26,7 +26,7 @@ use crate::readers::{self, AuditDraft, Chunk, Format, Records, ReportContext};
 use crate::schema::{AuditEvent, Row, Ts};
 
 /// Default bytes per streamed chunk of a large file; files up to one chunk are read whole.
-pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
 /// Bytes of small files parsed together, per thread, before their rows are written: enough to
 /// keep every core busy, few enough that the parsed rows stay in cache.
 const PARALLEL_BATCH_PER_THREAD: usize = 4 << 20;
