@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Ingest builds and drops millions of small strings; mimalloc measured ~20% faster than the
-/// system allocator there, and returns memory to the system without glibc's consolidation pauses.
+/// Ingest builds and drops millions of small strings and JSON nodes. With mimalloc instead of
+/// the system allocator, one-core audit ingest measured 45% less time (JUnit about the same).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

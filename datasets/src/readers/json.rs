@@ -3,10 +3,11 @@
 //! canonical JSON (audit events, whose hash chain covers exactly those bytes).
 //!
 //! serde_json does the parsing; only the tree differs from `serde_json::Value`, which allocates
-//! every key and string and a B-tree per object. Measured on Kubernetes audit lines, this tree
-//! halves the reader's time. Its canonical text is byte for byte what `Value`'s `Display`
-//! writes: keys in byte order (the last of duplicated keys wins), no whitespace, serde_json's
-//! string escapes and number formatting.
+//! every key and string and a B-tree per object. Measured on generated Kubernetes audit lines,
+//! parsing and writing the canonical text with this tree take under a third of the time they
+//! took with `Value`. Its canonical text is byte for byte what `Value`'s `Display` writes: keys
+//! in byte order (the last of duplicated keys wins), no whitespace, serde_json's string escapes
+//! and number formatting.
 
 use std::borrow::Cow;
 use std::fmt;
