@@ -5,7 +5,7 @@
 //! records by hash over exactly those bytes, in ingest order, so tampering shows later.
 
 use super::json::Json;
-use super::{AuditDraft, Chunk, Records, for_each_json_document};
+use super::{AuditDraft, Chunk, JsonDocument, Records, for_each_json_document};
 use crate::schema::Ts;
 
 /// Reads Kubernetes audit events.
@@ -16,22 +16,33 @@ pub fn read_k8s(chunk: &Chunk<'_>, out: &mut Records) {
             Some(items) if doc.value.str_at(&["kind"]) == Some("EventList") => items,
             _ => std::slice::from_ref(&doc.value),
         };
-        let size_hint = doc.raw.len() / events.len().max(1);
-        for event in events {
-            match k8s_event(event, size_hint) {
-                Ok(draft) => {
-                    out.read += 1;
-                    out.audit.push(draft);
-                }
-                Err(reason) => out.reject(
-                    doc.line,
-                    Some(doc.offset),
-                    reason,
-                    event.to_canonical().as_bytes(),
-                ),
-            }
-        }
+        take_records(out, &doc, events, k8s_event);
     });
+}
+
+/// Reads each record of a document; a record that fails is rejected with its canonical text.
+fn take_records(
+    out: &mut Records,
+    doc: &JsonDocument<'_, Json<'_>>,
+    records: &[Json<'_>],
+    read: fn(&Json<'_>, usize) -> Result<AuditDraft, String>,
+) {
+    // The source text's share per record is a close guess at a record's canonical size.
+    let size_hint = doc.raw.len() / records.len().max(1);
+    for record in records {
+        match read(record, size_hint) {
+            Ok(draft) => {
+                out.read += 1;
+                out.audit.push(draft);
+            }
+            Err(reason) => out.reject(
+                doc.line,
+                Some(doc.offset),
+                reason,
+                record.to_canonical().as_bytes(),
+            ),
+        }
+    }
 }
 
 fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
@@ -104,21 +115,7 @@ pub fn read_cloudtrail(chunk: &Chunk<'_>, out: &mut Records) {
             );
             return;
         };
-        let size_hint = doc.raw.len() / records.len().max(1);
-        for record in records {
-            match cloudtrail_record(record, size_hint) {
-                Ok(draft) => {
-                    out.read += 1;
-                    out.audit.push(draft);
-                }
-                Err(reason) => out.reject(
-                    doc.line,
-                    Some(doc.offset),
-                    reason,
-                    record.to_canonical().as_bytes(),
-                ),
-            }
-        }
+        take_records(out, &doc, records, cloudtrail_record);
     });
 }
 
