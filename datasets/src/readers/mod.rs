@@ -563,6 +563,15 @@ mod tests {
     }
 
     #[test]
+    fn detection_looks_past_the_first_kilobytes_when_it_must() {
+        let long_prolog = format!(
+            "<?xml version=\"1.0\"?><!-- {} --><testsuite name=\"s\"/>",
+            "x".repeat(10_000)
+        );
+        assert_eq!(detect(long_prolog.as_bytes()), Ok(Format::Junit));
+    }
+
+    #[test]
     fn format_names_round_trip() {
         for format in Format::ALL {
             assert_eq!(format.name().parse::<Format>(), Ok(format));
