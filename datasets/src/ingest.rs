@@ -130,39 +130,36 @@ pub fn ingest(
             (path, hash)
         })
         .collect();
-    let mut pending: Vec<(PathBuf, String, u64)> = Vec::new();
-    let mut gzipped: HashSet<PathBuf> = HashSet::new();
+    let mut pending: Vec<(PathBuf, FileHash)> = Vec::new();
     for (path, hash) in hashes {
-        let FileHash {
-            sha256,
-            bytes,
-            is_gzipped,
-        } = hash?;
-        if is_gzipped {
-            gzipped.insert(path.clone());
-        }
-        if !known.insert(sha256.clone()) {
+        let hash = hash?;
+        if !known.insert(hash.sha256.clone()) {
             tracing::debug!(path = %path.display(), "already ingested: skipped");
+            on_progress(hash.bytes);
             state.report.files.push(FileOutcome {
                 path,
-                sha256,
+                sha256: hash.sha256,
                 format: None,
                 status: FileStatus::Duplicate,
                 read: 0,
                 rejected: 0,
-                bytes,
+                bytes: hash.bytes,
             });
-            on_progress(bytes);
             continue;
         }
-        pending.push((path, sha256, bytes));
+        pending.push((path, hash));
     }
 
     // Small files: read and parse a batch in parallel, then write in order. Large ones stream.
     let mut batch: Vec<(PathBuf, String, u64)> = Vec::new();
     let mut batch_bytes = 0usize;
-    for (path, sha256, bytes) in pending {
-        if bytes as usize > options.chunk_bytes || gzipped.contains(&path) {
+    for (path, hash) in pending {
+        let FileHash {
+            sha256,
+            bytes,
+            is_gzipped,
+        } = hash;
+        if bytes as usize > options.chunk_bytes || is_gzipped {
             state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
             batch_bytes = 0;
             state.ingest_large(&path, &sha256, bytes, options, on_progress)?;
@@ -677,10 +674,10 @@ fn parse_whole(
     records
 }
 
-/// When the file was last written, for the one format whose records may carry no time (a
-/// Prometheus scrape); other formats do not need the extra system call.
+/// When the file was last written, for formats whose records may carry no time; the others
+/// do not need the extra system call.
 fn modified_at(format: Format, path: &Path) -> Option<Ts> {
-    if format != Format::Prometheus {
+    if !format.needs_file_time() {
         return None;
     }
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;

@@ -93,6 +93,12 @@ impl Format {
             Format::OtlpTraces | Format::OtlpMetrics | Format::K8sAudit | Format::Prometheus
         )
     }
+
+    /// Whether records may carry no time of their own, so the file's modification time is the
+    /// fallback (a Prometheus scrape without timestamps).
+    pub fn needs_file_time(self) -> bool {
+        matches!(self, Format::Prometheus)
+    }
 }
 
 impl fmt::Display for Format {
@@ -560,6 +566,43 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(detect(text.as_bytes()).map_err(|_| ()), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn appending_a_large_batch_to_nothing_keeps_every_row_and_count() {
+        let row = |i: usize| AuditDraft {
+            event_id: i.to_string(),
+            at: Ts(0),
+            actor: String::new(),
+            action: String::new(),
+            resource: String::new(),
+            outcome: String::new(),
+            source: String::new(),
+            scope: None,
+            canonical: String::new(),
+        };
+        let mut pending = Records {
+            read: 3,
+            ..Default::default()
+        };
+        let large = Records {
+            read: 2000,
+            audit: (0..2000).map(row).collect(),
+            ..Default::default()
+        };
+        pending.append(large);
+        pending.append(Records {
+            read: 1,
+            audit: vec![row(2000)],
+            ..Default::default()
+        });
+        assert_eq!(pending.read, 2004);
+        let ids: Vec<usize> = pending
+            .audit
+            .iter()
+            .map(|d| d.event_id.parse().unwrap())
+            .collect();
+        assert_eq!(ids, (0..2001).collect::<Vec<_>>());
     }
 
     #[test]
