@@ -257,7 +257,7 @@ impl<'l> RunState<'l> {
         let parsed: Vec<(PathBuf, String, u64, Option<Format>, Records, u64)> = batch
             .into_par_iter()
             .map(|(path, sha256, bytes)| {
-                let (format, records, source_bytes) = read_small(&path, &sha256, options);
+                let (format, records, source_bytes) = read_small(&path, &sha256, bytes, options);
                 on_progress(bytes);
                 (path, sha256, bytes, format, records, source_bytes)
             })
@@ -623,21 +623,36 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// Reads a small file whole and parses it; never fails (problems become rejections).
+/// Reads a small file whole and parses it; never fails (problems become rejections). Small
+/// files are never gzipped (those stream), and their size is known from hashing, so one read
+/// into a buffer of that size takes them in.
 fn read_small(
     path: &Path,
     sha256: &str,
+    size: u64,
     options: &IngestOptions,
 ) -> (Option<Format>, Records, u64) {
     let mut records = Records::default();
-    let bytes = match open_decompressed(path).and_then(|mut r| {
-        let mut all = Vec::new();
-        r.read_to_end(&mut all)
-            .map(|_| all)
-            .map_err(|e| Error::io(path, e))
-    }) {
-        Ok(bytes) => bytes,
+    let read = File::open(path).and_then(|mut file| {
+        // One byte more than expected, to notice a file that grew since it was hashed.
+        let mut all = vec![0u8; size as usize + 1];
+        let n = read_up_to(&mut file, &mut all)?;
+        all.truncate(n);
+        Ok(all)
+    });
+    let bytes = match read {
+        Ok(bytes) if bytes.len() as u64 == size => bytes,
+        Ok(bytes) => {
+            let reason = format!(
+                "file changed while being ingested: {} bytes when hashed, {} now",
+                size,
+                bytes.len()
+            );
+            records.reject(None, Some(0), reason, b"");
+            return (None, records, 0);
+        }
         Err(e) => {
+            let e = Error::io(path, e);
             records.reject(None, Some(0), format!("unreadable file: {e}"), b"");
             return (None, records, 0);
         }
@@ -724,7 +739,9 @@ struct FileHash {
 fn sha256_file(path: &Path) -> Result<FileHash> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    // On the stack: most files are a few kilobytes, and a heap buffer per file costs more
+    // than hashing them.
+    let mut buf = [0u8; 32 * 1024];
     let mut total = 0u64;
     let mut is_gzipped = false;
     loop {

@@ -115,43 +115,51 @@ scalar_value!(i64, DataType::Int64, Int64Array);
 scalar_value!(f64, DataType::Float64, Float64Array);
 scalar_value!(bool, DataType::Boolean, BooleanArray);
 
-impl LakeValue for String {
-    fn field(name: &str) -> Field {
-        Field::new(name, DataType::Utf8, false)
-    }
-    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
-        let (rows, bytes) = values
-            .clone()
-            .fold((0, 0), |(n, b), v| (n + 1, b + v.len()));
-        let mut builder = StringBuilder::with_capacity(rows, bytes);
-        values.for_each(|v| builder.append_value(v));
-        Arc::new(builder.finish())
-    }
-    fn merge(&mut self, later: Self) {
-        if !later.is_empty() {
-            *self = later;
-        }
-    }
+/// Builds a text column, sized in a first pass rather than grown as it is filled.
+fn text_column<'a>(values: impl Iterator<Item = Option<&'a str>> + Clone) -> ArrayRef {
+    let (rows, bytes) = values
+        .clone()
+        .fold((0, 0), |(n, b), v| (n + 1, b + v.map_or(0, str::len)));
+    let mut builder = StringBuilder::with_capacity(rows, bytes);
+    values.for_each(|v| builder.append_option(v));
+    Arc::new(builder.finish())
 }
 
-impl LakeValue for Option<String> {
-    fn field(name: &str) -> Field {
-        Field::new(name, DataType::Utf8, true)
-    }
-    fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
-        let (rows, bytes) = values.clone().fold((0, 0), |(n, b), v| {
-            (n + 1, b + v.as_ref().map_or(0, String::len))
-        });
-        let mut builder = StringBuilder::with_capacity(rows, bytes);
-        values.for_each(|v| builder.append_option(v.as_deref()));
-        Arc::new(builder.finish())
-    }
-    fn merge(&mut self, later: Self) {
-        if later.is_some() {
-            *self = later;
+/// Text columns hold `String`, or `Arc<str>` where one value repeats over many rows (a run id
+/// on every test of a report): cloning it then shares the text instead of copying it.
+macro_rules! text_value {
+    ($rust:ty) => {
+        impl LakeValue for $rust {
+            fn field(name: &str) -> Field {
+                Field::new(name, DataType::Utf8, false)
+            }
+            fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
+                text_column(values.map(|v| Some(&**v)))
+            }
+            fn merge(&mut self, later: Self) {
+                if !later.is_empty() {
+                    *self = later;
+                }
+            }
         }
-    }
+        impl LakeValue for Option<$rust> {
+            fn field(name: &str) -> Field {
+                Field::new(name, DataType::Utf8, true)
+            }
+            fn build<'a>(values: impl Iterator<Item = &'a Self> + Clone) -> ArrayRef {
+                text_column(values.map(|v| v.as_deref()))
+            }
+            fn merge(&mut self, later: Self) {
+                if later.is_some() {
+                    *self = later;
+                }
+            }
+        }
+    };
 }
+
+text_value!(String);
+text_value!(Arc<str>);
 
 impl LakeValue for Ts {
     fn field(name: &str) -> Field {
@@ -473,10 +481,10 @@ lake_table! {
         partition_at: |r| Some(r.started_at),
     }
     columns {
-        run_id: String,
-        change_id: Option<String>,
-        service: Option<String>,
-        suite: String,
+        run_id: Arc<str>,
+        change_id: Option<Arc<str>>,
+        service: Option<Arc<str>>,
+        suite: Arc<str>,
         /// `classname::name`, stable across runs.
         test_id: String,
         classname: Option<String>,
@@ -484,13 +492,13 @@ lake_table! {
         /// File of the test, when the producer says.
         file: Option<String>,
         /// passed, failed, error or skipped.
-        status: String,
+        status: Arc<str>,
         duration_s: Option<f64>,
         /// 1 for the first execution, 2.. for reruns of the same test in the same run.
         attempt: i64,
         started_at: Ts,
         message: Option<String>,
-        source_format: String,
+        source_format: Arc<str>,
     }
 }
 

@@ -11,6 +11,8 @@
 //! `chainId` and `links`) mix versions. The fields Maestro needs have been stable since spec 0.3,
 //! so this reader takes them from the JSON by name and ignores the rest.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::{Chunk, Records, first_str, for_each_json_document, json_str};
@@ -171,16 +173,16 @@ fn read_event(doc: &Value, chunk: &Chunk<'_>) -> Result<Taken, String> {
                     .or_else(|| json_str(custom, "/run_id"))
                     .or(context.run_id.as_deref())
                     .unwrap_or(subject_id)
-                    .to_string(),
+                    .into(),
                 change_id: json_str(custom, "/change_id")
-                    .map(str::to_string)
-                    .or_else(|| context.change_id.clone()),
+                    .or(context.change_id.as_deref())
+                    .map(Arc::from),
                 service: json_str(custom, "/service")
-                    .map(str::to_string)
-                    .or_else(|| context.service.clone()),
+                    .or(context.service.as_deref())
+                    .map(Arc::from),
                 suite: first_str(content, &["/testSuiteRun/id", "/testCase/type"])
                     .unwrap_or("cdevents")
-                    .to_string(),
+                    .into(),
                 test_id: test_id.to_string(),
                 classname: None,
                 name: json_str(content, "/testCase/name")

@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use quick_xml::Reader;
 use quick_xml::events::attributes::Attribute;
@@ -99,7 +100,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     let mut case: Option<Case> = None;
     let mut depth = 0usize;
     let mut saw_junit_root = false;
-    let mut attempts = Attempts::default();
+    let mut report = Report::default();
     let mut unnamed = 0usize;
     loop {
         let offset = reader.buffer_position() as i64;
@@ -118,7 +119,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                         }
                     }
                     b"testsuite" | b"testsuites" => {
-                        close_suite(&mut suites, chunk, out, &mut attempts)?
+                        close_suite(&mut suites, chunk, out, &mut report)?
                     }
                     _ => {}
                 }
@@ -138,7 +139,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                 saw_junit_root = true;
                 suites.push(suite_from(element));
                 if is_empty {
-                    close_suite(&mut suites, chunk, out, &mut attempts)?;
+                    close_suite(&mut suites, chunk, out, &mut report)?;
                 }
             }
             b"testcase" => {
@@ -190,14 +191,59 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     Ok(())
 }
 
-/// Attempt counters per run, then per test id.
-type Attempts = HashMap<String, HashMap<String, i64>>;
+/// What one report's suites share: attempt counters per run then per test id, and the texts
+/// every row repeats.
+#[derive(Default)]
+struct Report {
+    attempts: HashMap<String, foldhash::HashMap<String, i64>>,
+    texts: RowTexts,
+}
+
+/// Texts allocated once per report rather than once per row.
+struct RowTexts {
+    passed: Arc<str>,
+    failed: Arc<str>,
+    error: Arc<str>,
+    skipped: Arc<str>,
+    source_format: Arc<str>,
+}
+
+impl Default for RowTexts {
+    fn default() -> Self {
+        RowTexts {
+            passed: "passed".into(),
+            failed: "failed".into(),
+            error: "error".into(),
+            skipped: "skipped".into(),
+            source_format: "junit".into(),
+        }
+    }
+}
+
+impl RowTexts {
+    fn status(&self, status: Status) -> Arc<str> {
+        match status {
+            Status::Passed => self.passed.clone(),
+            Status::Failed => self.failed.clone(),
+            Status::Error => self.error.clone(),
+            Status::Skipped => self.skipped.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Status {
+    Passed,
+    Failed,
+    Error,
+    Skipped,
+}
 
 fn close_suite(
     suites: &mut Vec<Suite>,
     chunk: &Chunk<'_>,
     out: &mut Records,
-    attempts: &mut Attempts,
+    report: &mut Report,
 ) -> Result<(), String> {
     let Some(suite) = suites.pop() else {
         return Err("unbalanced XML: a suite closes that never opened".into());
@@ -209,25 +255,31 @@ fn close_suite(
             .find_map(|s| keys.iter().find_map(|k| s.properties.get(*k).cloned()))
     };
     let context = chunk.context;
+    // One copy of each suite-wide value, shared by every row of the suite.
     let change_id = lookup(&["maestro.change_id", "change_id", "git.commit"])
-        .or_else(|| context.change_id.clone());
-    let service = lookup(&["maestro.service", "service"]).or_else(|| context.service.clone());
-    let run_id = lookup(&["maestro.run_id", "run_id", "ci.run_id"])
+        .or_else(|| context.change_id.clone())
+        .map(Arc::<str>::from);
+    let service = lookup(&["maestro.service", "service"])
+        .or_else(|| context.service.clone())
+        .map(Arc::<str>::from);
+    let run_id: Arc<str> = lookup(&["maestro.run_id", "run_id", "ci.run_id"])
         .or_else(|| context.run_id.clone())
         .unwrap_or_else(|| {
             format!(
                 "report-{}",
                 &chunk.source_sha256[..chunk.source_sha256.len().min(16)]
             )
-        });
+        })
+        .into();
     let property_time = lookup(&["maestro.started_at", "started_at"]).map(|t| (Ts::parse(&t), t));
     let suite_time = std::iter::once(&suite)
         .chain(suites.iter().rev())
         .find_map(|s| s.timestamp);
-    let suite_name = std::iter::once(&suite)
+    let suite_name: Arc<str> = std::iter::once(&suite)
         .chain(suites.iter().rev())
-        .find_map(|s| s.name.clone())
-        .unwrap_or_default();
+        .find_map(|s| s.name.as_deref())
+        .unwrap_or_default()
+        .into();
 
     if !suite.cases.is_empty() {
         suites.iter_mut().for_each(|s| s.has_cases = true);
@@ -267,9 +319,9 @@ fn close_suite(
                 }
             },
         };
-        let name = case.name.clone().unwrap_or_default();
+        let name = case.name.take().unwrap_or_default();
         let test_id = match &case.classname {
-            Some(class) => format!("{class}::{name}"),
+            Some(class) => [class.as_str(), "::", &name].concat(),
             None => name.clone(),
         };
         let main_status = main_status(&case);
@@ -279,25 +331,25 @@ fn close_suite(
             .find(|(kind, _)| matches!(kind, Outcome::Error | Outcome::Failure | Outcome::Skipped))
             .and_then(|(_, m)| m.clone());
         // Attempts in order: flaky failures (before the final pass), the main result, reruns.
-        let mut runs: Vec<(&str, Option<String>, Option<f64>)> = Vec::new();
+        let mut runs: Vec<(Status, Option<String>, Option<f64>)> = Vec::new();
         for (kind, message) in &case.outcomes {
             match kind {
-                Outcome::FlakyFailure => runs.push(("failed", message.clone(), None)),
-                Outcome::FlakyError => runs.push(("error", message.clone(), None)),
+                Outcome::FlakyFailure => runs.push((Status::Failed, message.clone(), None)),
+                Outcome::FlakyError => runs.push((Status::Error, message.clone(), None)),
                 _ => {}
             }
         }
         runs.push((main_status, main_message, case.duration_s));
         for (kind, message) in &case.outcomes {
             match kind {
-                Outcome::RerunFailure => runs.push(("failed", message.clone(), None)),
-                Outcome::RerunError => runs.push(("error", message.clone(), None)),
+                Outcome::RerunFailure => runs.push((Status::Failed, message.clone(), None)),
+                Outcome::RerunError => runs.push((Status::Error, message.clone(), None)),
                 _ => {}
             }
         }
-        let per_test = match attempts.get_mut(&run_id) {
+        let per_test = match report.attempts.get_mut(&*run_id) {
             Some(per_test) => per_test,
-            None => attempts.entry(run_id.clone()).or_default(),
+            None => report.attempts.entry(run_id.to_string()).or_default(),
         };
         let attempt = match per_test.get_mut(&test_id) {
             Some(attempt) => attempt,
@@ -318,12 +370,12 @@ fn close_suite(
                 classname: take_or_clone(&mut case.classname, last),
                 name: take_or_clone(&mut name, last),
                 file: take_or_clone(&mut case.file, last),
-                status: status.to_string(),
+                status: report.texts.status(status),
                 duration_s,
                 attempt: *attempt,
                 started_at,
                 message,
-                source_format: "junit".into(),
+                source_format: report.texts.source_format.clone(),
             });
         }
     }
@@ -338,16 +390,16 @@ fn take_or_clone<T: Clone + Default>(value: &mut T, take: bool) -> T {
     }
 }
 
-fn main_status(case: &Case) -> &'static str {
+fn main_status(case: &Case) -> Status {
     let has = |kind: Outcome| case.outcomes.iter().any(|(k, _)| *k == kind);
     if has(Outcome::Error) {
-        return "error";
+        return Status::Error;
     }
     if has(Outcome::Failure) {
-        return "failed";
+        return Status::Failed;
     }
     if has(Outcome::Skipped) {
-        return "skipped";
+        return Status::Skipped;
     }
     match case
         .status_attr
@@ -355,10 +407,10 @@ fn main_status(case: &Case) -> &'static str {
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        Some("failed" | "failure" | "fail") => "failed",
-        Some("error" | "errored") => "error",
-        Some("skipped" | "disabled" | "notrun" | "ignored" | "skip") => "skipped",
-        _ => "passed",
+        Some("failed" | "failure" | "fail") => Status::Failed,
+        Some("error" | "errored") => Status::Error,
+        Some("skipped" | "disabled" | "notrun" | "ignored" | "skip") => Status::Skipped,
+        _ => Status::Passed,
     }
 }
 
@@ -466,7 +518,7 @@ mod tests {
         let row = &out.test_results[0];
         assert_eq!(row.change_id.as_deref(), Some("c9"));
         assert_eq!(row.service.as_deref(), Some("api"));
-        assert_eq!(row.run_id, "run-7");
+        assert_eq!(&*row.run_id, "run-7");
         assert_eq!(row.started_at, Ts::parse("2024-03-01T10:00:00Z").unwrap());
     }
 
@@ -482,7 +534,7 @@ mod tests {
         let statuses: Vec<_> = out
             .test_results
             .iter()
-            .map(|r| (r.attempt, r.status.as_str()))
+            .map(|r| (r.attempt, &*r.status))
             .collect();
         assert_eq!(statuses, [(1, "failed"), (2, "error"), (3, "passed")]);
         assert_eq!(out.read, 1);

@@ -354,8 +354,8 @@ pub fn read_chunk(format: Format, chunk: &Chunk<'_>, out: &mut Records) {
 
 /// Names the format of a file from its first bytes, or says why none fits.
 pub fn detect(head: &[u8]) -> Result<Format, String> {
-    // Most files say what they are in their first few kilobytes; look further only when not.
-    const QUICK_LOOK: usize = 4096;
+    // Most files say what they are in their first kilobyte; look further only when not.
+    const QUICK_LOOK: usize = 1024;
     if head.len() > QUICK_LOOK
         && let Ok(format) = detect_in(&head[..QUICK_LOOK])
     {

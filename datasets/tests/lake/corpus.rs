@@ -89,7 +89,7 @@ fn junit_counts_match_the_expected_counts_shipped_with_the_corpus() {
         // Per test: the worst status of its executions.
         let mut worst: BTreeMap<&str, u8> = BTreeMap::new();
         for row in &records.test_results {
-            let rank = match row.status.as_str() {
+            let rank = match &*row.status {
                 "error" => 3,
                 "failed" => 2,
                 "skipped" => 1,
@@ -151,7 +151,7 @@ fn surefire_flaky_reruns_are_attempts_of_one_test() {
     let attempts: Vec<(i64, &str)> = records
         .test_results
         .iter()
-        .map(|r| (r.attempt, r.status.as_str()))
+        .map(|r| (r.attempt, &*r.status))
         .collect();
     assert_eq!(attempts, [(1, "failed"), (2, "passed")]);
 }
