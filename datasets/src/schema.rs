@@ -540,11 +540,11 @@ lake_table! {
         partition_at: |r| Some(r.at),
     }
     columns {
-        service: String,
-        metric: String,
+        service: Arc<str>,
+        metric: Arc<str>,
         /// gauge, sum, histogram, exponential_histogram, summary, counter, untyped.
-        kind: String,
-        unit: Option<String>,
+        kind: Arc<str>,
+        unit: Option<Arc<str>>,
         at: Ts,
         start_at: Option<Ts>,
         /// The value for gauges, sums and counters; the sum for histograms and summaries.
@@ -558,10 +558,10 @@ lake_table! {
         exponential: Option<String>,
         is_monotonic: Option<bool>,
         /// cumulative or delta, for sums and histograms.
-        temporality: Option<String>,
+        temporality: Option<Arc<str>>,
         /// Data point attributes as a JSON object with sorted keys.
         attributes: String,
-        source_format: String,
+        source_format: Arc<str>,
     }
 }
 

@@ -34,6 +34,21 @@ pub enum Json<'a> {
 }
 
 impl<'a> Json<'a> {
+    /// An object of these members, in any order; of equal keys the last wins, as in a map.
+    pub fn object(mut members: Vec<(Cow<'a, str>, Json<'a>)>) -> Json<'a> {
+        // Stable sort, then dedup: `dedup_by` keeps the first of a run, so the later value is
+        // moved into it before the later entry goes.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
+        Json::Object(members)
+    }
+
     /// The member `key` of an object.
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         match self {
@@ -200,17 +215,7 @@ impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
         while let Some((key, value)) = map.next_entry::<Key<'a>, Json<'a>>()? {
             members.push((key.0, value));
         }
-        // Stable sort, then keep the last of equal keys, as a map would: `dedup_by` keeps the
-        // first of a run, so the later value is moved into it before the later entry goes.
-        members.sort_by(|a, b| a.0.cmp(&b.0));
-        members.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                std::mem::swap(&mut later.1, &mut kept.1);
-            }
-            same
-        });
-        Ok(Json::Object(members))
+        Ok(Json::object(members))
     }
 }
 

@@ -1,20 +1,23 @@
 //! OTLP JSON (the collector's file exporter: one request per line, or one request per file):
 //! traces -> `spans`, metrics -> `metric_points`.
 //!
-//! Decoding is `opentelemetry-proto`'s serde support, which follows the OTLP JSON mapping
-//! (hex ids, 64-bit integers as strings, camelCase names). Gauges, sums and histograms map onto
-//! columns; exponential histograms and summaries are kept too (their buckets and quantiles in
-//! the bucket columns, the exponential layout as JSON), never dropped. `service.name` of the
-//! resource names the service; without it the SDK convention `unknown_service` applies.
+//! The request messages are declared in [`wire`] after the OTLP JSON mapping. Gauges, sums and
+//! histograms map onto columns; exponential histograms and summaries are kept too (their
+//! buckets and quantiles in the bucket columns, the exponential layout as JSON), never dropped.
+//! `service.name` of the resource names the service; without it the SDK convention
+//! `unknown_service` applies.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{MetricsData, metric};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::TracesData;
-use serde_json::{Map, Value};
+mod wire;
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use base64::Engine;
+
+use super::json::Json;
 use super::{Chunk, Records, truncate_raw};
 use crate::schema::{MetricPoint, Span, Ts};
+use wire::{AnyValue, KeyValue, Resource, U64};
 
 /// Each document of a chunk: JSON lines, or the whole chunk when it is one pretty-printed
 /// request.
@@ -36,7 +39,7 @@ fn documents<'a>(chunk: &Chunk<'a>) -> Vec<(Option<i64>, i64, &'a [u8])> {
 /// Reads OTLP JSON traces.
 pub fn read_traces(chunk: &Chunk<'_>, out: &mut Records) {
     for (line, offset, text) in documents(chunk) {
-        let data: TracesData = match serde_json::from_slice(text) {
+        let data: wire::TracesData<'_> = match serde_json::from_slice(text) {
             Ok(data) => data,
             Err(e) => {
                 out.reject(
@@ -52,42 +55,46 @@ pub fn read_traces(chunk: &Chunk<'_>, out: &mut Records) {
             let service = service_name(resource_spans.resource.as_ref());
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
-                    let problem = if span.trace_id.len() != 16 {
-                        Some("traceId is not 16 bytes of hex")
-                    } else if span.span_id.len() != 8 {
-                        Some("spanId is not 8 bytes of hex")
-                    } else if span.start_time_unix_nano == 0 {
-                        Some("missing startTimeUnixNano")
-                    } else if span.end_time_unix_nano < span.start_time_unix_nano {
-                        Some("endTimeUnixNano is before startTimeUnixNano")
-                    } else {
-                        None
+                    let (start, end) = (span.start_time_unix_nano.0, span.end_time_unix_nano.0);
+                    let parent =
+                        (!span.parent_span_id.is_empty()).then(|| hex_id(&span.parent_span_id, 8));
+                    let ids = (hex_id(&span.trace_id, 16), hex_id(&span.span_id, 8), parent);
+                    let checked = match ids {
+                        (None, _, _) => Err("traceId is not 16 bytes of hex"),
+                        (_, None, _) => Err("spanId is not 8 bytes of hex"),
+                        (_, _, Some(None)) => Err("parentSpanId is not 8 bytes of hex"),
+                        _ if start == 0 => Err("missing startTimeUnixNano"),
+                        _ if end < start => Err("endTimeUnixNano is before startTimeUnixNano"),
+                        (Some(trace), Some(span), parent) => Ok((trace, span, parent.flatten())),
                     };
-                    if let Some(reason) = problem {
-                        out.reject(line, Some(offset), reason, span.name.as_bytes());
-                        continue;
-                    }
+                    let (trace_id, span_id, parent_span_id) = match checked {
+                        Ok(ids) => ids,
+                        Err(reason) => {
+                            out.reject(line, Some(offset), reason, span.name.as_bytes());
+                            continue;
+                        }
+                    };
                     out.read += 1;
                     let status = span.status.as_ref();
                     out.spans.push(Span {
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent_span_id: (!span.parent_span_id.is_empty())
-                            .then(|| hex(&span.parent_span_id)),
-                        service: service.clone(),
-                        operation: span.name,
-                        kind: span_kind(span.kind).into(),
-                        start_at: Ts::from_nanos(span.start_time_unix_nano),
-                        end_at: Ts::from_nanos(span.end_time_unix_nano),
-                        duration_ms: (span.end_time_unix_nano - span.start_time_unix_nano) as f64
-                            / 1e6,
-                        status: match status.map(|s| s.code) {
+                        trace_id,
+                        span_id,
+                        parent_span_id,
+                        service: service.to_string(),
+                        operation: span.name.into_owned(),
+                        kind: span_kind(span.kind.0).into(),
+                        start_at: Ts::from_nanos(start),
+                        end_at: Ts::from_nanos(end),
+                        duration_ms: (end - start) as f64 / 1e6,
+                        status: match status.map(|s| s.code.0) {
                             Some(1) => "ok",
                             Some(2) => "error",
                             _ => "unset",
                         }
                         .into(),
-                        status_message: status.map(|s| s.message.clone()).filter(|m| !m.is_empty()),
+                        status_message: status
+                            .map(|s| s.message.to_string())
+                            .filter(|m| !m.is_empty()),
                         attributes: (!span.attributes.is_empty())
                             .then(|| attributes_json(&span.attributes)),
                     });
@@ -97,10 +104,46 @@ pub fn read_traces(chunk: &Chunk<'_>, out: &mut Records) {
     }
 }
 
+/// Texts every data point repeats, allocated once per chunk rather than once per row.
+struct MetricTexts {
+    gauge: Arc<str>,
+    sum: Arc<str>,
+    histogram: Arc<str>,
+    exponential_histogram: Arc<str>,
+    summary: Arc<str>,
+    delta: Arc<str>,
+    cumulative: Arc<str>,
+    source_format: Arc<str>,
+}
+
+impl MetricTexts {
+    fn new() -> Self {
+        MetricTexts {
+            gauge: "gauge".into(),
+            sum: "sum".into(),
+            histogram: "histogram".into(),
+            exponential_histogram: "exponential_histogram".into(),
+            summary: "summary".into(),
+            delta: "delta".into(),
+            cumulative: "cumulative".into(),
+            source_format: "otlp".into(),
+        }
+    }
+
+    fn temporality(&self, code: wire::Code) -> Option<Arc<str>> {
+        match code.0 {
+            1 => Some(self.delta.clone()),
+            2 => Some(self.cumulative.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// Reads OTLP JSON metrics.
 pub fn read_metrics(chunk: &Chunk<'_>, out: &mut Records) {
+    let texts = MetricTexts::new();
     for (line, offset, text) in documents(chunk) {
-        let data: MetricsData = match serde_json::from_slice(text) {
+        let data: wire::MetricsData<'_> = match serde_json::from_slice(text) {
             Ok(data) => data,
             Err(e) => {
                 out.reject(
@@ -112,166 +155,171 @@ pub fn read_metrics(chunk: &Chunk<'_>, out: &mut Records) {
                 continue;
             }
         };
+        let place = Place { line, offset };
         for resource_metrics in data.resource_metrics {
-            let service = service_name(resource_metrics.resource.as_ref());
+            let service: Arc<str> = service_name(resource_metrics.resource.as_ref()).into();
             for scope in resource_metrics.scope_metrics {
                 for metric in scope.metrics {
-                    read_metric(&service, metric, line, offset, out);
+                    read_metric(&service, &texts, metric, place, out);
                 }
             }
         }
     }
 }
 
-fn read_metric(
-    service: &str,
-    metric: opentelemetry_proto::tonic::metrics::v1::Metric,
+/// Where a document sits in its file, for rejections.
+#[derive(Clone, Copy)]
+struct Place {
     line: Option<i64>,
     offset: i64,
+}
+
+fn read_metric(
+    service: &Arc<str>,
+    texts: &MetricTexts,
+    metric: wire::Metric<'_>,
+    place: Place,
     out: &mut Records,
 ) {
-    let unit = (!metric.unit.is_empty()).then(|| metric.unit.clone());
-    let point = |kind: &str, time: u64, start: u64, attributes: &[KeyValue]| MetricPoint {
-        service: service.to_string(),
-        metric: metric.name.clone(),
-        kind: kind.into(),
+    let name: Arc<str> = Arc::from(metric.name.as_ref());
+    let unit: Option<Arc<str>> = (!metric.unit.is_empty()).then(|| metric.unit.as_ref().into());
+    let point = |kind: &Arc<str>, time: U64, start: U64, attributes: &[KeyValue<'_>]| MetricPoint {
+        service: service.clone(),
+        metric: name.clone(),
+        kind: kind.clone(),
         unit: unit.clone(),
-        at: Ts::from_nanos(time),
-        start_at: (start != 0).then(|| Ts::from_nanos(start)),
+        at: Ts::from_nanos(time.0),
+        start_at: (start.0 != 0).then(|| Ts::from_nanos(start.0)),
         attributes: attributes_json(attributes),
-        source_format: "otlp".into(),
+        source_format: texts.source_format.clone(),
         ..Default::default()
     };
-    let Some(data) = metric.data.as_ref() else {
-        out.reject(
-            line,
-            Some(offset),
-            format!(
-                "metric {:?} has no gauge, sum, histogram or summary",
-                metric.name
-            ),
-            metric.name.as_bytes(),
-        );
-        return;
-    };
-    let push = |out: &mut Records, time: u64, row: MetricPoint| {
-        if time == 0 {
+    let push = |out: &mut Records, time: U64, row: MetricPoint| {
+        if time.0 == 0 {
             out.reject(
-                line,
-                Some(offset),
-                format!("data point of {:?} without timeUnixNano", metric.name),
-                metric.name.as_bytes(),
+                place.line,
+                Some(place.offset),
+                format!("data point of {:?} without timeUnixNano", &*name),
+                name.as_bytes(),
             );
         } else {
             out.read += 1;
             out.metric_points.push(row);
         }
     };
-    match data {
-        metric::Data::Gauge(gauge) => {
-            for p in &gauge.data_points {
-                let mut row = point(
-                    "gauge",
-                    p.time_unix_nano,
-                    p.start_time_unix_nano,
-                    &p.attributes,
-                );
-                row.value = number_value(p.value.as_ref());
-                push(out, p.time_unix_nano, row);
-            }
+    let mut kinds = 0;
+    if let Some(gauge) = &metric.gauge {
+        kinds += 1;
+        for p in &gauge.data_points {
+            let mut row = point(
+                &texts.gauge,
+                p.time_unix_nano,
+                p.start_time_unix_nano,
+                &p.attributes,
+            );
+            row.value = number_value(p);
+            push(out, p.time_unix_nano, row);
         }
-        metric::Data::Sum(sum) => {
-            for p in &sum.data_points {
-                let mut row = point(
-                    "sum",
-                    p.time_unix_nano,
-                    p.start_time_unix_nano,
-                    &p.attributes,
-                );
-                row.value = number_value(p.value.as_ref());
-                row.is_monotonic = Some(sum.is_monotonic);
-                row.temporality = temporality(sum.aggregation_temporality);
-                push(out, p.time_unix_nano, row);
-            }
+    }
+    if let Some(sum) = &metric.sum {
+        kinds += 1;
+        for p in &sum.data_points {
+            let mut row = point(
+                &texts.sum,
+                p.time_unix_nano,
+                p.start_time_unix_nano,
+                &p.attributes,
+            );
+            row.value = number_value(p);
+            row.is_monotonic = Some(sum.is_monotonic);
+            row.temporality = texts.temporality(sum.aggregation_temporality);
+            push(out, p.time_unix_nano, row);
         }
-        metric::Data::Histogram(histogram) => {
-            for p in &histogram.data_points {
-                let mut row = point(
-                    "histogram",
-                    p.time_unix_nano,
-                    p.start_time_unix_nano,
-                    &p.attributes,
-                );
-                row.value = p.sum;
-                row.count = Some(p.count as f64);
-                row.bucket_bounds = p.explicit_bounds.clone();
-                row.bucket_counts = p.bucket_counts.iter().map(|c| *c as f64).collect();
-                row.temporality = temporality(histogram.aggregation_temporality);
-                push(out, p.time_unix_nano, row);
-            }
+    }
+    if let Some(histogram) = &metric.histogram {
+        kinds += 1;
+        for p in &histogram.data_points {
+            let mut row = point(
+                &texts.histogram,
+                p.time_unix_nano,
+                p.start_time_unix_nano,
+                &p.attributes,
+            );
+            row.value = p.sum.map(|s| s.0);
+            row.count = Some(p.count.0 as f64);
+            row.bucket_bounds = p.explicit_bounds.iter().map(|b| b.0).collect();
+            row.bucket_counts = p.bucket_counts.iter().map(|c| c.0 as f64).collect();
+            row.temporality = texts.temporality(histogram.aggregation_temporality);
+            push(out, p.time_unix_nano, row);
         }
-        metric::Data::ExponentialHistogram(histogram) => {
-            for p in &histogram.data_points {
-                let mut row = point(
-                    "exponential_histogram",
-                    p.time_unix_nano,
-                    p.start_time_unix_nano,
-                    &p.attributes,
-                );
-                row.value = p.sum;
-                row.count = Some(p.count as f64);
-                let buckets = |b: &Option<opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets>| {
-                    b.as_ref().map(|b| serde_json::json!({"offset": b.offset, "bucket_counts": b.bucket_counts}))
-                };
-                row.exponential = Some(
-                    serde_json::json!({
-                        "scale": p.scale,
-                        "zero_count": p.zero_count,
-                        "zero_threshold": p.zero_threshold,
-                        "positive": buckets(&p.positive),
-                        "negative": buckets(&p.negative),
-                        "min": p.min,
-                        "max": p.max,
-                    })
-                    .to_string(),
-                );
-                row.temporality = temporality(histogram.aggregation_temporality);
-                push(out, p.time_unix_nano, row);
-            }
+    }
+    if let Some(histogram) = &metric.exponential_histogram {
+        kinds += 1;
+        for p in &histogram.data_points {
+            let mut row = point(
+                &texts.exponential_histogram,
+                p.time_unix_nano,
+                p.start_time_unix_nano,
+                &p.attributes,
+            );
+            row.value = p.sum.map(|s| s.0);
+            row.count = Some(p.count.0 as f64);
+            let buckets = |b: &Option<wire::Buckets>| {
+                b.as_ref().map(|b| {
+                    let counts: Vec<u64> = b.bucket_counts.iter().map(|c| c.0).collect();
+                    serde_json::json!({"offset": b.offset.0, "bucket_counts": counts})
+                })
+            };
+            row.exponential = Some(
+                serde_json::json!({
+                    "scale": p.scale.0,
+                    "zero_count": p.zero_count.0,
+                    "zero_threshold": p.zero_threshold.0,
+                    "positive": buckets(&p.positive),
+                    "negative": buckets(&p.negative),
+                    "min": p.min.map(|v| v.0),
+                    "max": p.max.map(|v| v.0),
+                })
+                .to_string(),
+            );
+            row.temporality = texts.temporality(histogram.aggregation_temporality);
+            push(out, p.time_unix_nano, row);
         }
-        metric::Data::Summary(summary) => {
-            for p in &summary.data_points {
-                let mut row = point(
-                    "summary",
-                    p.time_unix_nano,
-                    p.start_time_unix_nano,
-                    &p.attributes,
-                );
-                row.value = Some(p.sum);
-                row.count = Some(p.count as f64);
-                row.bucket_bounds = p.quantile_values.iter().map(|q| q.quantile).collect();
-                row.bucket_counts = p.quantile_values.iter().map(|q| q.value).collect();
-                push(out, p.time_unix_nano, row);
-            }
+    }
+    if let Some(summary) = &metric.summary {
+        kinds += 1;
+        for p in &summary.data_points {
+            let mut row = point(
+                &texts.summary,
+                p.time_unix_nano,
+                p.start_time_unix_nano,
+                &p.attributes,
+            );
+            row.value = Some(p.sum.0);
+            row.count = Some(p.count.0 as f64);
+            row.bucket_bounds = p.quantile_values.iter().map(|q| q.quantile.0).collect();
+            row.bucket_counts = p.quantile_values.iter().map(|q| q.value.0).collect();
+            push(out, p.time_unix_nano, row);
         }
+    }
+    if kinds == 0 {
+        out.reject(
+            place.line,
+            Some(place.offset),
+            format!(
+                "metric {:?} has no gauge, sum, histogram or summary",
+                &*name
+            ),
+            name.as_bytes(),
+        );
     }
 }
 
-fn number_value(
-    value: Option<&opentelemetry_proto::tonic::metrics::v1::number_data_point::Value>,
-) -> Option<f64> {
-    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as V;
-    match value? {
-        V::AsDouble(v) => Some(*v),
-        V::AsInt(v) => Some(*v as f64),
-    }
-}
-
-fn temporality(code: i32) -> Option<String> {
-    match code {
-        1 => Some("delta".into()),
-        2 => Some("cumulative".into()),
-        _ => None,
+fn number_value(point: &wire::NumberDataPoint<'_>) -> Option<f64> {
+    match (point.as_double, point.as_int) {
+        (Some(v), _) => Some(v.0),
+        (None, Some(v)) => Some(v.0 as f64),
+        (None, None) => None,
     }
 }
 
@@ -286,49 +334,59 @@ fn span_kind(code: i32) -> &'static str {
     }
 }
 
-fn service_name(resource: Option<&Resource>) -> String {
+fn service_name<'a>(resource: Option<&'a Resource<'_>>) -> &'a str {
     resource
         .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| "unknown_service".into())
+        .and_then(|kv| kv.value.as_ref()?.string_value.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown_service")
+}
+
+/// A trace or span id of `bytes` bytes, as lowercase hex, or `None` when it is not one.
+fn hex_id(text: &str, bytes: usize) -> Option<String> {
+    (text.len() == bytes * 2 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| text.to_ascii_lowercase())
 }
 
 /// Attributes as a JSON object with sorted keys, so equal attribute sets compare equal.
-pub(crate) fn attributes_json(attributes: &[KeyValue]) -> String {
-    Value::Object(attributes_map(attributes)).to_string()
+pub(crate) fn attributes_json(attributes: &[KeyValue<'_>]) -> String {
+    attributes_object(attributes).to_canonical_sized(64 * attributes.len())
 }
 
-fn attributes_map(attributes: &[KeyValue]) -> Map<String, Value> {
-    attributes
-        .iter()
-        .map(|kv| {
-            (
-                kv.key.clone(),
-                kv.value.as_ref().map(any_to_json).unwrap_or(Value::Null),
-            )
-        })
-        .collect()
+fn attributes_object<'a>(attributes: &'a [KeyValue<'a>]) -> Json<'a> {
+    Json::object(
+        attributes
+            .iter()
+            .map(|kv| {
+                let value = kv.value.as_ref().map_or(Json::Null, any_to_json);
+                (Cow::Borrowed(kv.key.as_ref()), value)
+            })
+            .collect(),
+    )
 }
 
-fn any_to_json(value: &AnyValue) -> Value {
-    match &value.value {
-        Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => Value::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
-        Some(any_value::Value::ArrayValue(a)) => {
-            Value::Array(a.values.iter().map(any_to_json).collect())
+fn any_to_json<'a>(value: &'a AnyValue<'a>) -> Json<'a> {
+    let number = |n: Option<serde_json::Number>| n.map_or(Json::Null, Json::Number);
+    if let Some(s) = &value.string_value {
+        Json::String(Cow::Borrowed(s.as_ref()))
+    } else if let Some(b) = value.bool_value {
+        Json::Bool(b)
+    } else if let Some(i) = value.int_value {
+        Json::Number(i.0.into())
+    } else if let Some(d) = value.double_value {
+        number(serde_json::Number::from_f64(d.0))
+    } else if let Some(array) = &value.array_value {
+        Json::Array(array.values.iter().map(any_to_json).collect())
+    } else if let Some(list) = &value.kvlist_value {
+        attributes_object(&list.values)
+    } else if let Some(bytes) = &value.bytes_value {
+        // Bytes read as hex, like trace ids; text that is not base64 is kept as it is.
+        match base64::engine::general_purpose::STANDARD.decode(bytes.as_bytes()) {
+            Ok(decoded) => Json::String(Cow::Owned(hex(&decoded))),
+            Err(_) => Json::String(Cow::Borrowed(bytes.as_ref())),
         }
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(attributes_map(&kv.values)),
-        Some(any_value::Value::BytesValue(b)) => Value::String(hex(b)),
-        Some(any_value::Value::StringValueStrindex(i)) => Value::from(*i),
-        None => Value::Null,
+    } else {
+        Json::Null
     }
 }
 
@@ -359,10 +417,37 @@ mod tests {
         );
         let point = &out.metric_points[0];
         assert_eq!(
-            (point.kind.as_str(), point.count, point.value),
+            (&*point.kind, point.count, point.value),
             ("summary", Some(10.0), Some(55.5))
         );
         assert_eq!(point.bucket_bounds, [0.5, 0.99]);
         assert_eq!(point.bucket_counts, [4.0, 9.5]);
+    }
+
+    #[test]
+    fn a_span_with_a_bad_id_is_rejected_alone() {
+        let span = |trace: &str| {
+            format!(
+                r#"{{"traceId":"{trace}","spanId":"00F067AA0BA902B7","name":"op","kind":"SPAN_KIND_SERVER","startTimeUnixNano":"1700000000000000000","endTimeUnixNano":1700000000500000000,"attributes":[{{"key":"b","value":{{"bytesValue":"AQI="}}}},{{"key":"a","value":{{"intValue":"3"}}}}]}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{},{}]}}]}}]}}"#,
+            span("4BF92F3577B34DA6A3CE929D0E0E4736"),
+            span("not-hex")
+        );
+        let context = ReportContext::default();
+        let mut out = Records::default();
+        read_traces(
+            &Chunk::whole_file(text.as_bytes(), "00", None, &context),
+            &mut out,
+        );
+        assert_eq!((out.read, out.spans.len(), out.rejected.len()), (2, 1, 1));
+        let span = &out.spans[0];
+        assert_eq!(span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!((span.kind.as_str(), span.duration_ms), ("server", 500.0));
+        assert_eq!(span.service, "unknown_service");
+        assert_eq!(span.attributes.as_deref(), Some(r#"{"a":3,"b":"0102"}"#));
+        assert!(out.rejected[0].reason.contains("traceId"));
     }
 }

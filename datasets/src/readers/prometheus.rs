@@ -83,13 +83,13 @@ pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
             .collect();
         out.read += 1;
         out.metric_points.push(MetricPoint {
-            service,
-            metric: sample.name.to_string(),
-            kind: kind.to_string(),
+            service: service.into(),
+            metric: sample.name.into(),
+            kind: kind.into(),
             at,
             value: Some(sample.value),
             is_monotonic: (kind == "counter").then_some(true),
-            temporality: (kind == "counter").then(|| "cumulative".to_string()),
+            temporality: (kind == "counter").then(|| "cumulative".into()),
             attributes: Value::Object(attributes).to_string(),
             source_format: "prometheus".into(),
             ..Default::default()

@@ -209,11 +209,7 @@ fn otlp_examples_keep_every_metric_kind_and_span() {
     let dir = corpus.join("otlp-json/proto-examples");
     let (format, metrics) = read_file(&dir.join("metrics.json"), None, &ReportContext::default());
     assert_eq!(format, Ok(Format::OtlpMetrics));
-    let kinds: BTreeSet<&str> = metrics
-        .metric_points
-        .iter()
-        .map(|p| p.kind.as_str())
-        .collect();
+    let kinds: BTreeSet<&str> = metrics.metric_points.iter().map(|p| &*p.kind).collect();
     // The examples hold no summary; the reader's own tests cover summaries.
     assert_eq!(
         kinds,
@@ -224,12 +220,12 @@ fn otlp_examples_keep_every_metric_kind_and_span() {
         metrics
             .metric_points
             .iter()
-            .all(|p| p.service == "my.service")
+            .all(|p| &*p.service == "my.service")
     );
     let histogram = metrics
         .metric_points
         .iter()
-        .find(|p| p.kind == "histogram")
+        .find(|p| &*p.kind == "histogram")
         .unwrap();
     assert!(!histogram.bucket_counts.is_empty());
     let (format, traces) = read_file(&dir.join("trace.json"), None, &ReportContext::default());
