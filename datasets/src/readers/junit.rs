@@ -331,22 +331,39 @@ fn close_suite(
             .find(|(kind, _)| matches!(kind, Outcome::Error | Outcome::Failure | Outcome::Skipped))
             .and_then(|(_, m)| m.clone());
         // Attempts in order: flaky failures (before the final pass), the main result, reruns.
-        let mut runs: Vec<(Status, Option<String>, Option<f64>)> = Vec::new();
-        for (kind, message) in &case.outcomes {
-            match kind {
-                Outcome::FlakyFailure => runs.push((Status::Failed, message.clone(), None)),
-                Outcome::FlakyError => runs.push((Status::Error, message.clone(), None)),
-                _ => {}
-            }
-        }
-        runs.push((main_status, main_message, case.duration_s));
-        for (kind, message) in &case.outcomes {
-            match kind {
-                Outcome::RerunFailure => runs.push((Status::Failed, message.clone(), None)),
-                Outcome::RerunError => runs.push((Status::Error, message.clone(), None)),
-                _ => {}
-            }
-        }
+        // Chained rather than collected: most cases have one attempt, and no list is needed.
+        let outcomes = std::mem::take(&mut case.outcomes);
+        let retries = |before_pass: bool| {
+            outcomes.iter().filter_map(move |(kind, message)| {
+                let status = match (kind, before_pass) {
+                    (Outcome::FlakyFailure, true) | (Outcome::RerunFailure, false) => {
+                        Status::Failed
+                    }
+                    (Outcome::FlakyError, true) | (Outcome::RerunError, false) => Status::Error,
+                    _ => return None,
+                };
+                Some((status, message.clone(), None))
+            })
+        };
+        let attempts_of_case = 1 + outcomes
+            .iter()
+            .filter(|(kind, _)| {
+                matches!(
+                    kind,
+                    Outcome::FlakyFailure
+                        | Outcome::FlakyError
+                        | Outcome::RerunFailure
+                        | Outcome::RerunError
+                )
+            })
+            .count();
+        let runs = retries(true)
+            .chain(std::iter::once((
+                main_status,
+                main_message,
+                case.duration_s,
+            )))
+            .chain(retries(false));
         let per_test = match report.attempts.get_mut(&*run_id) {
             Some(per_test) => per_test,
             None => report.attempts.entry(run_id.to_string()).or_default(),
@@ -356,9 +373,8 @@ fn close_suite(
             None => per_test.entry(test_id.clone()).or_insert(0),
         };
         // The last attempt takes the case's strings; earlier ones (reruns) copy them.
-        let attempts_of_case = runs.len();
         let (mut test_id, mut name) = (test_id, name);
-        for (i, (status, message, duration_s)) in runs.into_iter().enumerate() {
+        for (i, (status, message, duration_s)) in runs.enumerate() {
             let last = i + 1 == attempts_of_case;
             *attempt += 1;
             out.test_results.push(TestResult {
