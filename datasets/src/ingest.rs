@@ -1,9 +1,10 @@
 //! Ingest: source files in, lake partitions and ledger rows out, in one transaction.
 //!
-//! Files are taken in sorted path order. Each is hashed first; a file whose sha256 is already
-//! in `_ingested` (or earlier in the same run) adds nothing. The rest are decompressed when
-//! gzipped, their format detected from content, and parsed in parallel; rows are written in
-//! file order, so the same inputs give the same lake, byte for byte. Large line-oriented files
+//! Files are taken in sorted path order. A file whose sha256 is already in `_ingested` (or
+//! earlier in the same run) adds nothing. Small files are read once, hashed and parsed from
+//! that one read, in parallel; larger and gzipped ones are hashed first and then streamed. Each
+//! file's format is detected from its content; rows are written in file order, so the same
+//! inputs give the same lake, byte for byte. Large line-oriented files
 //! stream in chunks, so memory stays bounded whatever the file size. Audit records are chained
 //! by hash in that same order. Every file gets an `_ingested` row with its counts, every refused
 //! record a `_rejected` row, and the run a `_runs` row; read = accepted + rejected throughout.
@@ -122,58 +123,50 @@ pub fn ingest(
     let mut known = ingested_hashes(lake)?;
     let mut state = RunState::new(lake, run_id.clone(), started)?;
 
-    // Hash everything first, so duplicates (in the lake or within this run) are never parsed.
-    let hashes: Vec<(PathBuf, Result<FileHash>)> = files
+    // Sizes first (no file is opened for them): they decide which files are read whole.
+    let sized: Vec<(PathBuf, Result<u64>)> = files
         .into_par_iter()
         .map(|path| {
-            let hash = sha256_file(&path);
-            (path, hash)
+            let size = std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|e| Error::io(&path, e));
+            (path, size)
         })
         .collect();
-    let mut pending: Vec<(PathBuf, FileHash)> = Vec::new();
-    for (path, hash) in hashes {
-        let hash = hash?;
-        if !known.insert(hash.sha256.clone()) {
-            tracing::debug!(path = %path.display(), "already ingested: skipped");
-            on_progress(hash.bytes);
-            state.report.files.push(FileOutcome {
-                path,
-                sha256: hash.sha256,
-                format: None,
-                status: FileStatus::Duplicate,
-                read: 0,
-                rejected: 0,
-                bytes: hash.bytes,
-            });
-            continue;
-        }
-        pending.push((path, hash));
-    }
 
-    // Small files: read and parse a batch in parallel, then write in order. Large ones stream.
-    let mut batch: Vec<(PathBuf, String, u64)> = Vec::new();
+    // Small files are read and parsed a batch at a time, in parallel, then taken in order.
+    // Large ones stream.
+    let mut batch: Vec<(PathBuf, usize)> = Vec::new();
     let mut batch_bytes = 0usize;
-    for (path, hash) in pending {
-        let FileHash {
-            sha256,
-            bytes,
-            is_gzipped,
-        } = hash;
-        if bytes as usize > options.chunk_bytes || is_gzipped {
-            state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
+    for (path, size) in sized {
+        let size = size? as usize;
+        if size > options.chunk_bytes {
+            state.flush_small(std::mem::take(&mut batch), &mut known, options, on_progress)?;
             batch_bytes = 0;
-            state.ingest_large(&path, &sha256, bytes, options, on_progress)?;
+            state.hash_and_stream(&path, &mut known, options, on_progress)?;
         } else {
-            batch_bytes += bytes as usize;
-            batch.push((path, sha256, bytes));
+            batch_bytes += size;
+            batch.push((path, size));
             if batch_bytes > PARALLEL_BATCH_PER_THREAD * rayon::current_num_threads() {
-                state.flush_small(std::mem::take(&mut batch), options, on_progress)?;
+                state.flush_small(std::mem::take(&mut batch), &mut known, options, on_progress)?;
                 batch_bytes = 0;
             }
         }
     }
-    state.flush_small(batch, options, on_progress)?;
+    state.flush_small(batch, &mut known, options, on_progress)?;
     state.finish()
+}
+
+/// A small file after its one read.
+enum SmallFile {
+    /// Read, hashed and, unless the lake already holds it, parsed.
+    Read {
+        sha256: String,
+        bytes: u64,
+        parsed: Option<(Option<Format>, Records)>,
+    },
+    /// Gzipped, or grown past the chunk size since its size was taken: it streams.
+    Streams,
 }
 
 /// Per-run state: the open transaction, keyed rows folded until the end, the audit chain head.
@@ -250,23 +243,70 @@ impl<'l> RunState<'l> {
 
     fn flush_small(
         &mut self,
-        batch: Vec<(PathBuf, String, u64)>,
+        batch: Vec<(PathBuf, usize)>,
+        known: &mut HashSet<String>,
         options: &IngestOptions,
         on_progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let parsed: Vec<(PathBuf, String, u64, Option<Format>, Records, u64)> = batch
+        let lake_holds = &*known;
+        let read: Vec<(PathBuf, Result<SmallFile>)> = batch
             .into_par_iter()
-            .map(|(path, sha256, bytes)| {
-                let (format, records, source_bytes) = read_small(&path, &sha256, bytes, options);
-                on_progress(bytes);
-                (path, sha256, bytes, format, records, source_bytes)
+            .map(|(path, size)| {
+                let file = read_small(&path, size, lake_holds, options);
+                (path, file)
             })
             .collect();
-        for (path, sha256, bytes, format, records, source_bytes) in parsed {
-            self.report.source_bytes += source_bytes;
-            self.take_file(&path, &sha256, format, bytes, records)?;
+        for (path, file) in read {
+            match file? {
+                SmallFile::Streams => self.hash_and_stream(&path, known, options, on_progress)?,
+                SmallFile::Read {
+                    sha256,
+                    bytes,
+                    parsed,
+                } => {
+                    on_progress(bytes);
+                    // A file met twice in this run was parsed twice; only the first counts.
+                    match parsed.filter(|_| known.insert(sha256.clone())) {
+                        Some((format, records)) => {
+                            self.report.source_bytes += bytes;
+                            self.take_file(&path, &sha256, format, bytes, records)?;
+                        }
+                        None => self.skip_duplicate(path, sha256, bytes),
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Hashes a large or gzipped file, then streams it unless it is a duplicate.
+    fn hash_and_stream(
+        &mut self,
+        path: &Path,
+        known: &mut HashSet<String>,
+        options: &IngestOptions,
+        on_progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let FileHash { sha256, bytes } = sha256_file(path)?;
+        if !known.insert(sha256.clone()) {
+            on_progress(bytes);
+            self.skip_duplicate(path.to_path_buf(), sha256, bytes);
+            return Ok(());
+        }
+        self.ingest_large(path, &sha256, bytes, options, on_progress)
+    }
+
+    fn skip_duplicate(&mut self, path: PathBuf, sha256: String, bytes: u64) {
+        tracing::debug!(path = %path.display(), "already ingested: skipped");
+        self.report.files.push(FileOutcome {
+            path,
+            sha256,
+            format: None,
+            status: FileStatus::Duplicate,
+            read: 0,
+            rejected: 0,
+            bytes,
+        });
     }
 
     fn ingest_large(
@@ -623,57 +663,50 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// Reads a small file whole and parses it; never fails (problems become rejections). Small
-/// files are never gzipped (those stream), and their size is known from hashing, so one read
-/// into a buffer of that size takes them in.
+/// Reads a small file once, hashes those bytes and, unless the lake already holds a file with
+/// that hash, parses them. Problems with the content become rejections; only a file that
+/// cannot be opened or read fails the run, as it would when hashed.
 fn read_small(
     path: &Path,
-    sha256: &str,
-    size: u64,
+    size: usize,
+    lake_holds: &HashSet<String>,
     options: &IngestOptions,
-) -> (Option<Format>, Records, u64) {
-    let mut records = Records::default();
-    let read = File::open(path).and_then(|mut file| {
-        // One byte more than expected, to notice a file that grew since it was hashed.
-        let mut all = vec![0u8; size as usize + 1];
-        let n = read_up_to(&mut file, &mut all)?;
-        all.truncate(n);
-        Ok(all)
+) -> Result<SmallFile> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // Sized from the size already taken, plus one byte to notice a file that grew since:
+    // `read_to_end` would look the size up again.
+    let mut bytes = vec![0u8; size.min(options.chunk_bytes) + 1];
+    let len = read_up_to(&mut file, &mut bytes).map_err(|e| Error::io(path, e))?;
+    if len == bytes.len() || bytes[..len].starts_with(&GZIP_MAGIC) {
+        return Ok(SmallFile::Streams);
+    }
+    bytes.truncate(len);
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let parsed = (!lake_holds.contains(&sha256)).then(|| {
+        let format = options
+            .format
+            .map(Ok)
+            .unwrap_or_else(|| readers::detect(&bytes[..bytes.len().min(64 * 1024)]));
+        match format {
+            Ok(format) => {
+                let modified = modified_at(format, path);
+                (
+                    Some(format),
+                    parse_whole(format, &bytes, &sha256, modified, options),
+                )
+            }
+            Err(reason) => {
+                let mut records = Records::default();
+                records.reject(None, Some(0), reason, readers::truncate_raw(&bytes));
+                (None, records)
+            }
+        }
     });
-    let bytes = match read {
-        Ok(bytes) if bytes.len() as u64 == size => bytes,
-        Ok(bytes) => {
-            let reason = format!(
-                "file changed while being ingested: {} bytes when hashed, {} now",
-                size,
-                bytes.len()
-            );
-            records.reject(None, Some(0), reason, b"");
-            return (None, records, 0);
-        }
-        Err(e) => {
-            let e = Error::io(path, e);
-            records.reject(None, Some(0), format!("unreadable file: {e}"), b"");
-            return (None, records, 0);
-        }
-    };
-    let len = bytes.len() as u64;
-    let format = match options
-        .format
-        .map(Ok)
-        .unwrap_or_else(|| readers::detect(&bytes[..bytes.len().min(64 * 1024)]))
-    {
-        Ok(format) => format,
-        Err(reason) => {
-            records.reject(None, Some(0), reason, readers::truncate_raw(&bytes));
-            return (None, records, len);
-        }
-    };
-    (
-        Some(format),
-        parse_whole(format, &bytes, sha256, modified_at(format, path), options),
-        len,
-    )
+    Ok(SmallFile::Read {
+        sha256,
+        bytes: len as u64,
+        parsed,
+    })
 }
 
 fn parse_whole(
@@ -706,7 +739,7 @@ fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
         BufReader::with_capacity(64 * 1024, File::open(path).map_err(|e| Error::io(path, e))?);
     let magic = {
         use std::io::BufRead;
-        file.fill_buf().map_err(|e| Error::io(path, e))?.get(..2) == Some(&[0x1f, 0x8b][..])
+        file.fill_buf().map_err(|e| Error::io(path, e))?.get(..2) == Some(&GZIP_MAGIC[..])
     };
     Ok(if magic {
         Box::new(flate2::bufread::MultiGzDecoder::new(file))
@@ -728,29 +761,24 @@ fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// The magic bytes that open a gzip file.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// A source file's identity, from one pass over its bytes as stored.
 struct FileHash {
     sha256: String,
     bytes: u64,
-    /// Gzipped files stream: their size on disk says little about their size in memory.
-    is_gzipped: bool,
 }
 
 fn sha256_file(path: &Path) -> Result<FileHash> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
-    // On the stack: most files are a few kilobytes, and a heap buffer per file costs more
-    // than hashing them.
-    let mut buf = [0u8; 32 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
-    let mut is_gzipped = false;
     loop {
         let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
-        }
-        if total == 0 {
-            is_gzipped = buf[..n].starts_with(&[0x1f, 0x8b]);
         }
         hasher.update(&buf[..n]);
         total += n as u64;
@@ -758,7 +786,6 @@ fn sha256_file(path: &Path) -> Result<FileHash> {
     Ok(FileHash {
         sha256: format!("{:x}", hasher.finalize()),
         bytes: total,
-        is_gzipped,
     })
 }
 
