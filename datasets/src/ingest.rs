@@ -163,7 +163,7 @@ enum SmallFile {
     Read {
         sha256: String,
         bytes: u64,
-        parsed: Option<(Option<Format>, Records)>,
+        parsed: Option<(Option<Format>, Box<Records>)>,
     },
     /// Gzipped, or grown past the chunk size since its size was taken: it streams.
     Streams,
@@ -269,7 +269,7 @@ impl<'l> RunState<'l> {
                     match parsed.filter(|_| known.insert(sha256.clone())) {
                         Some((format, records)) => {
                             self.report.source_bytes += bytes;
-                            self.take_file(&path, &sha256, format, bytes, records)?;
+                            self.take_file(&path, &sha256, format, bytes, *records)?;
                         }
                         None => self.skip_duplicate(path, sha256, bytes),
                     }
@@ -690,15 +690,13 @@ fn read_small(
         match format {
             Ok(format) => {
                 let modified = modified_at(format, path);
-                (
-                    Some(format),
-                    parse_whole(format, &bytes, &sha256, modified, options),
-                )
+                let records = parse_whole(format, &bytes, &sha256, modified, options);
+                (Some(format), Box::new(records))
             }
             Err(reason) => {
                 let mut records = Records::default();
                 records.reject(None, Some(0), reason, readers::truncate_raw(&bytes));
-                (None, records)
+                (None, Box::new(records))
             }
         }
     });
