@@ -181,126 +181,56 @@ fn read_metric(
     place: Place,
     out: &mut Records,
 ) {
-    let name: Arc<str> = Arc::from(metric.name.as_ref());
-    let unit: Option<Arc<str>> = (!metric.unit.is_empty()).then(|| metric.unit.as_ref().into());
-    let point = |kind: &Arc<str>, time: U64, start: U64, attributes: &[KeyValue<'_>]| MetricPoint {
-        service: service.clone(),
-        metric: name.clone(),
-        kind: kind.clone(),
-        unit: unit.clone(),
-        at: Ts::from_nanos(time.0),
-        start_at: (start.0 != 0).then(|| Ts::from_nanos(start.0)),
-        attributes: attributes_json(attributes),
-        source_format: texts.source_format.clone(),
-        ..Default::default()
-    };
-    let push = |out: &mut Records, time: U64, row: MetricPoint| {
-        if time.0 == 0 {
-            out.reject(
-                place.line,
-                Some(place.offset),
-                format!("data point of {:?} without timeUnixNano", &*name),
-                name.as_bytes(),
-            );
-        } else {
-            out.read += 1;
-            out.metric_points.push(row);
-        }
+    let rows = MetricRows {
+        service,
+        texts,
+        place,
+        name: Arc::from(metric.name.as_ref()),
+        unit: (!metric.unit.is_empty()).then(|| metric.unit.as_ref().into()),
     };
     let mut kinds = 0;
     if let Some(gauge) = &metric.gauge {
         kinds += 1;
-        for p in &gauge.data_points {
-            let mut row = point(
-                &texts.gauge,
-                p.time_unix_nano,
-                p.start_time_unix_nano,
-                &p.attributes,
-            );
+        rows.emit(out, &texts.gauge, &gauge.data_points, |p, row| {
             row.value = number_value(p);
-            push(out, p.time_unix_nano, row);
-        }
+        });
     }
     if let Some(sum) = &metric.sum {
         kinds += 1;
-        for p in &sum.data_points {
-            let mut row = point(
-                &texts.sum,
-                p.time_unix_nano,
-                p.start_time_unix_nano,
-                &p.attributes,
-            );
+        rows.emit(out, &texts.sum, &sum.data_points, |p, row| {
             row.value = number_value(p);
             row.is_monotonic = Some(sum.is_monotonic);
             row.temporality = texts.temporality(sum.aggregation_temporality);
-            push(out, p.time_unix_nano, row);
-        }
+        });
     }
     if let Some(histogram) = &metric.histogram {
         kinds += 1;
-        for p in &histogram.data_points {
-            let mut row = point(
-                &texts.histogram,
-                p.time_unix_nano,
-                p.start_time_unix_nano,
-                &p.attributes,
-            );
+        rows.emit(out, &texts.histogram, &histogram.data_points, |p, row| {
             row.value = p.sum.map(|s| s.0);
             row.count = Some(p.count.0 as f64);
             row.bucket_bounds = p.explicit_bounds.iter().map(|b| b.0).collect();
             row.bucket_counts = p.bucket_counts.iter().map(|c| c.0 as f64).collect();
             row.temporality = texts.temporality(histogram.aggregation_temporality);
-            push(out, p.time_unix_nano, row);
-        }
+        });
     }
     if let Some(histogram) = &metric.exponential_histogram {
         kinds += 1;
-        for p in &histogram.data_points {
-            let mut row = point(
-                &texts.exponential_histogram,
-                p.time_unix_nano,
-                p.start_time_unix_nano,
-                &p.attributes,
-            );
+        let kind = &texts.exponential_histogram;
+        rows.emit(out, kind, &histogram.data_points, |p, row| {
             row.value = p.sum.map(|s| s.0);
             row.count = Some(p.count.0 as f64);
-            let buckets = |b: &Option<wire::Buckets>| {
-                b.as_ref().map(|b| {
-                    let counts: Vec<u64> = b.bucket_counts.iter().map(|c| c.0).collect();
-                    serde_json::json!({"offset": b.offset.0, "bucket_counts": counts})
-                })
-            };
-            row.exponential = Some(
-                serde_json::json!({
-                    "scale": p.scale.0,
-                    "zero_count": p.zero_count.0,
-                    "zero_threshold": p.zero_threshold.0,
-                    "positive": buckets(&p.positive),
-                    "negative": buckets(&p.negative),
-                    "min": p.min.map(|v| v.0),
-                    "max": p.max.map(|v| v.0),
-                })
-                .to_string(),
-            );
+            row.exponential = Some(exponential_layout(p));
             row.temporality = texts.temporality(histogram.aggregation_temporality);
-            push(out, p.time_unix_nano, row);
-        }
+        });
     }
     if let Some(summary) = &metric.summary {
         kinds += 1;
-        for p in &summary.data_points {
-            let mut row = point(
-                &texts.summary,
-                p.time_unix_nano,
-                p.start_time_unix_nano,
-                &p.attributes,
-            );
+        rows.emit(out, &texts.summary, &summary.data_points, |p, row| {
             row.value = Some(p.sum.0);
             row.count = Some(p.count.0 as f64);
             row.bucket_bounds = p.quantile_values.iter().map(|q| q.quantile.0).collect();
             row.bucket_counts = p.quantile_values.iter().map(|q| q.value.0).collect();
-            push(out, p.time_unix_nano, row);
-        }
+        });
     }
     if kinds == 0 {
         out.reject(
@@ -308,11 +238,105 @@ fn read_metric(
             Some(place.offset),
             format!(
                 "metric {:?} has no gauge, sum, histogram or summary",
-                &*name
+                &*rows.name
             ),
-            name.as_bytes(),
+            rows.name.as_bytes(),
         );
     }
+}
+
+/// What the rows of one metric share.
+struct MetricRows<'m> {
+    service: &'m Arc<str>,
+    texts: &'m MetricTexts,
+    place: Place,
+    name: Arc<str>,
+    unit: Option<Arc<str>>,
+}
+
+impl MetricRows<'_> {
+    /// One row per data point: the columns every kind has, then what `fill` adds.
+    fn emit<P: DataPoint>(
+        &self,
+        out: &mut Records,
+        kind: &Arc<str>,
+        points: &[P],
+        fill: impl Fn(&P, &mut MetricPoint),
+    ) {
+        for p in points {
+            let (time, start) = p.times();
+            if time.0 == 0 {
+                out.reject(
+                    self.place.line,
+                    Some(self.place.offset),
+                    format!("data point of {:?} without timeUnixNano", &*self.name),
+                    self.name.as_bytes(),
+                );
+                continue;
+            }
+            let mut row = MetricPoint {
+                service: self.service.clone(),
+                metric: self.name.clone(),
+                kind: kind.clone(),
+                unit: self.unit.clone(),
+                at: Ts::from_nanos(time.0),
+                start_at: (start.0 != 0).then(|| Ts::from_nanos(start.0)),
+                attributes: attributes_json(p.attributes()),
+                source_format: self.texts.source_format.clone(),
+                ..Default::default()
+            };
+            fill(p, &mut row);
+            out.read += 1;
+            out.metric_points.push(row);
+        }
+    }
+}
+
+/// What every kind of data point has.
+trait DataPoint {
+    /// (timeUnixNano, startTimeUnixNano).
+    fn times(&self) -> (U64, U64);
+    fn attributes(&self) -> &[KeyValue<'_>];
+}
+
+macro_rules! data_point {
+    ($($point:ident),*) => {$(
+        impl DataPoint for wire::$point<'_> {
+            fn times(&self) -> (U64, U64) {
+                (self.time_unix_nano, self.start_time_unix_nano)
+            }
+            fn attributes(&self) -> &[KeyValue<'_>] {
+                &self.attributes
+            }
+        }
+    )*};
+}
+
+data_point!(
+    NumberDataPoint,
+    HistogramDataPoint,
+    ExponentialHistogramDataPoint,
+    SummaryDataPoint
+);
+
+/// An exponential histogram's scale, zero bucket, bucket runs and range, as JSON.
+fn exponential_layout(p: &wire::ExponentialHistogramDataPoint<'_>) -> String {
+    let buckets = |b: &Option<wire::Buckets>| {
+        b.as_ref().map(|b| {
+            let counts: Vec<u64> = b.bucket_counts.iter().map(|c| c.0).collect();
+            serde_json::json!({"offset": b.offset.0, "bucket_counts": counts})
+        })
+    };
+    serde_json::json!({
+        "scale": p.scale.0,
+        "zero_count": p.zero_count.0,
+        "zero_threshold": p.zero_threshold.0,
+        "positive": buckets(&p.positive),
+        "negative": buckets(&p.negative),
+        "min": p.min.map(|v| v.0),
+        "max": p.max.map(|v| v.0),
+    })
+    .to_string()
 }
 
 fn number_value(point: &wire::NumberDataPoint<'_>) -> Option<f64> {
