@@ -4,9 +4,9 @@
 //! earlier in the same run) adds nothing. Small files are read once, hashed and parsed from
 //! that one read, in parallel; larger and gzipped ones are hashed first and then streamed. Each
 //! file's format is detected from its content; rows are written in file order, so the same
-//! inputs give the same lake, byte for byte. Large line-oriented files
-//! stream in chunks, so memory stays bounded whatever the file size. Audit records are chained
-//! by hash in that same order. Every file gets an `_ingested` row with its counts, every refused
+//! inputs give the same lake, byte for byte. Large line-oriented files stream in chunks, so
+//! memory stays bounded whatever the file size. Audit records are chained by hash in that same
+//! order. Every file gets an `_ingested` row with its counts, every refused
 //! record a `_rejected` row, and the run a `_runs` row; read = accepted + rejected throughout.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -248,11 +248,11 @@ impl<'l> RunState<'l> {
         options: &IngestOptions,
         on_progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let lake_holds = &*known;
+        let already_known = &*known;
         let read: Vec<(PathBuf, Result<SmallFile>)> = batch
             .into_par_iter()
             .map(|(path, size)| {
-                let file = read_small(&path, size, lake_holds, options);
+                let file = read_small(&path, size, already_known, options);
                 (path, file)
             })
             .collect();
@@ -663,13 +663,13 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// Reads a small file once, hashes those bytes and, unless the lake already holds a file with
-/// that hash, parses them. Problems with the content become rejections; only a file that
-/// cannot be opened or read fails the run, as it would when hashed.
+/// Reads a small file once, hashes those bytes and, unless a file with that hash is already
+/// known (in the lake or earlier in this run), parses them. Problems with the content become
+/// rejections; only a file that cannot be opened or read fails the run, as it would when hashed.
 fn read_small(
     path: &Path,
     size: usize,
-    lake_holds: &HashSet<String>,
+    already_known: &HashSet<String>,
     options: &IngestOptions,
 ) -> Result<SmallFile> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -682,7 +682,7 @@ fn read_small(
     }
     bytes.truncate(len);
     let sha256 = format!("{:x}", Sha256::digest(&bytes));
-    let parsed = (!lake_holds.contains(&sha256)).then(|| {
+    let parsed = (!already_known.contains(&sha256)).then(|| {
         let format = options
             .format
             .map(Ok)
