@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::schema::{Layout, Row, TableDef, Ts};
+use crate::schema::{DERIVED_TABLES, Layout, Row, TableDef, Ts};
 
 /// Rows per Parquet row group: small enough to bound the memory of many open partitions.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -83,10 +83,13 @@ impl Lake {
         &self.root
     }
 
-    /// The folder of a table: `raw/<name>` for raw tables, `<name>` for ledgers (`_ingested`...).
+    /// The folder of a table: `raw/<name>` for raw tables, `derived/<name>` for what jobs compute
+    /// from them, `<name>` for ledgers (`_ingested`...).
     pub fn table_dir(&self, table: &TableDef) -> PathBuf {
         if table.name.starts_with('_') {
             self.root.join(table.name)
+        } else if DERIVED_TABLES.iter().any(|t| t.name == table.name) {
+            self.root.join("derived").join(table.name)
         } else {
             self.root.join("raw").join(table.name)
         }

@@ -643,6 +643,34 @@ lake_table! {
     }
 }
 
+lake_table! {
+    /// A model's probability for one evaluation row, so anyone can recompute its metrics.
+    RiskEvaluation {
+        name: "risk_evaluation",
+        version: 1,
+        layout: KeyedSnapshot,
+        key: [model_version, subject_id],
+        partition_at: |r| None,
+    }
+    columns {
+        model_version: String,
+        /// deployment or change.
+        level: String,
+        /// The deployment or change id.
+        subject_id: String,
+        service: String,
+        /// When the deployment started or the change merged.
+        at: Ts,
+        /// Whether it went bad.
+        label: bool,
+        /// The model's calibrated probability that it goes bad.
+        probability: f64,
+    }
+}
+
+/// Tables that jobs compute from the raw ones: verdicts and evaluations, under `derived/`.
+pub const DERIVED_TABLES: [TableDef; 1] = [RiskEvaluation::TABLE];
+
 /// Every raw table, for listing and registration.
 pub const RAW_TABLES: [TableDef; 9] = [
     Change::TABLE,

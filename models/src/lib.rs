@@ -1,6 +1,16 @@
-//! Maestro's models: feature engineering, the candle risk and test-selection models, training,
-//! evaluation, calibration and the model registry.
+//! Maestro's models: feature engineering (polars), the candle risk model, training, evaluation,
+//! calibration and the model registry.
 //!
-//! In: lake tables as Arrow batches. Out: model artifacts and verdict tables. This crate holds
-//! no model yet: the deployment-risk and test-selection models are the next pieces of work, and
-//! the `maestro` command offers no `train` or `risk` subcommand until they exist.
+//! In: the lake's raw tables (Parquet, read with polars). Out: trained models in the registry
+//! (`models/risk/<version>/`: safetensors weights, manifest, card) and evaluation rows for the
+//! `risk_evaluation` table. polars stays inside `features`, candle inside `network`.
+
+pub mod error;
+pub mod features;
+pub mod metrics;
+pub mod network;
+pub mod registry;
+pub mod risk;
+pub mod train;
+
+pub use error::{Error, Result};

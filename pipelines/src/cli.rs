@@ -14,6 +14,9 @@ pub struct Cli {
     /// Log debug detail on stderr (or set MAESTRO_LOG, e.g. MAESTRO_LOG=info).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Configuration file [default: maestro.toml in the current folder, when there is one].
+    #[arg(long, env = "MAESTRO_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -31,7 +34,8 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Generate a realistic history, ingest it into a fresh lake, and show what the lake holds.
+    /// Generate a realistic history, ingest it into a fresh lake, train the deployment-risk
+    /// model, and show what the lake holds.
     Demo(DemoArgs),
     /// Write a realistic generated history in the real source formats.
     Generate(GenerateArgs),
@@ -39,6 +43,92 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Run a read-only SQL query over every lake table.
     Sql(SqlArgs),
+    /// Train a model on the lake's history and register it.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// List, inspect, promote or roll back registered models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// `maestro train`.
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// The deployment-risk model (or, with --level change, the change-risk model).
+    Risk(TrainRiskArgs),
+}
+
+/// `maestro train risk`.
+#[derive(Debug, Args)]
+pub struct TrainRiskArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// What a row is: a deployment, or a change (labelled by is_buggy).
+    #[arg(long, value_enum, default_value_t = LevelArg::Deployment)]
+    pub level: LevelArg,
+    /// Model kind [default: from the configuration, else mlp].
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
+    /// Share of the newest labelled rows held back for evaluation [default: 0.2].
+    #[arg(long)]
+    pub eval_fraction: Option<f64>,
+    /// Seed of weight initialisation and batch order [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The generator's truth file (truth/deployments.csv or truth/changes.csv), to report the
+    /// oracle's metrics beside the model's.
+    #[arg(long)]
+    pub oracle: Option<PathBuf>,
+}
+
+/// Level of a risk model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LevelArg {
+    /// One row per deployment.
+    Deployment,
+    /// One row per change.
+    Change,
+}
+
+/// Kind of model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// Logistic regression.
+    Logistic,
+    /// Multi-layer perceptron.
+    Mlp,
+}
+
+/// `maestro models`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every registered version, with its metrics and which are champions.
+    List(LakeArgs),
+    /// A version's manifest and card.
+    Show(ModelVersionArgs),
+    /// Make a version the champion of its level.
+    Promote(ModelVersionArgs),
+    /// Restore the previous champion of a level.
+    Rollback(ModelsRollbackArgs),
+}
+
+/// A model version.
+#[derive(Debug, Args)]
+pub struct ModelVersionArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Version, such as deployment-0003.
+    pub version: String,
+}
+
+/// `maestro models rollback`.
+#[derive(Debug, Args)]
+pub struct ModelsRollbackArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Level whose champion to roll back.
+    #[arg(long, value_enum, default_value_t = LevelArg::Deployment)]
+    pub level: LevelArg,
 }
 
 /// Where the lake is.

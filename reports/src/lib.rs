@@ -20,7 +20,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use maestro_datasets::Lake;
 use maestro_datasets::ledger::LEDGER_TABLES;
-use maestro_datasets::schema::{Layout, RAW_TABLES};
+use maestro_datasets::schema::{DERIVED_TABLES, Layout, RAW_TABLES};
 
 /// Errors of the reports layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,11 @@ impl LakeSession {
     /// (`_ingested`, `_rejected`, `_runs`); quote them in SQL as `"_rejected"` if needed.
     pub async fn open(lake: &Lake) -> Result<LakeSession> {
         let ctx = SessionContext::new();
-        for table in RAW_TABLES.iter().chain(LEDGER_TABLES.iter()) {
+        for table in RAW_TABLES
+            .iter()
+            .chain(DERIVED_TABLES.iter())
+            .chain(LEDGER_TABLES.iter())
+        {
             let dir = lake.table_dir(table);
             std::fs::create_dir_all(&dir).map_err(|e| maestro_datasets::Error::Io {
                 path: dir.clone(),

@@ -1,5 +1,6 @@
-//! `maestro demo`: generate a realistic history, ingest it into a fresh lake, and show what the
-//! lake holds. The embedded default of the nightly pipeline.
+//! `maestro demo`: generate a realistic history, ingest it into a fresh lake, train the
+//! deployment-risk model on it (judged against the generator's true probabilities), and show
+//! what the lake holds. The embedded default of the nightly pipeline.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -9,7 +10,10 @@ use maestro_datasets::Lake;
 use maestro_datasets::generate::generate;
 use maestro_datasets::ingest::IngestOptions;
 use maestro_datasets::ledger::LEDGER_TABLES;
-use maestro_datasets::schema::RAW_TABLES;
+use maestro_datasets::schema::{DERIVED_TABLES, RAW_TABLES};
+use maestro_models::network::TrainConfig;
+use maestro_models::risk::{RiskTrainOptions, read_oracle};
+use maestro_models::train::train_risk;
 use maestro_reports::LakeSession;
 
 use crate::Outcome;
@@ -46,12 +50,27 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         ingest_started.elapsed().as_secs_f64(),
     ))?;
 
+    // The deployment-risk model, judged against the generator's own probabilities.
+    let oracle = read_oracle(&args.dir.join("truth").join("deployments.csv"))?;
+    let options = RiskTrainOptions {
+        train: TrainConfig {
+            seed: args.history.seed,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let trained =
+        train_risk(&lake, &options, Some(&oracle)).context("training the deployment-risk model")?;
+    print(&super::train::describe(&trained))?;
+
     let summary = super::runtime()?.block_on(lake_summary(&lake))?;
     print(&summary)?;
+
     print(&format!(
-        "demo finished in {:.1} s. Explore it with:\n  maestro sql --lake {} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n",
+        "demo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n  maestro models show --lake {lake} {version}\n",
         started.elapsed().as_secs_f64(),
-        lake_dir.display()
+        lake = lake_dir.display(),
+        version = trained.manifest.version,
     ))?;
     Ok(if report.rejected > 0 {
         Outcome::CheckFailed
@@ -69,7 +88,11 @@ async fn lake_summary(lake: &Lake) -> anyhow::Result<String> {
         "  {:<16} {:>10} {:>11}",
         "table", "rows", "partitions"
     );
-    for table in RAW_TABLES.iter().chain(LEDGER_TABLES.iter()) {
+    for table in RAW_TABLES
+        .iter()
+        .chain(DERIVED_TABLES.iter())
+        .chain(LEDGER_TABLES.iter())
+    {
         let partitions = if table.layout == maestro_datasets::schema::Layout::ByDate {
             "count(distinct date)"
         } else {

@@ -3,7 +3,9 @@
 mod demo;
 mod generate;
 mod ingest;
+mod models;
 mod sql;
+mod train;
 
 use crate::Outcome;
 use crate::cli::{Cli, Command};
@@ -15,6 +17,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Generate(args) => generate::run(&args),
         Command::Ingest(args) => ingest::run(&args),
         Command::Sql(args) => sql::run(&args),
+        Command::Train(command) => train::run(&command, cli.config.as_deref()),
+        Command::Models(command) => models::run(&command),
     }
 }
 

@@ -1,0 +1,385 @@
+//! The model registry: `models/risk/<version>/` in the lake holds `model.safetensors`,
+//! `manifest.json` and `card.md`; `models/risk/champions.json` holds, per level, the champion
+//! and the champions before it (for rollback).
+//!
+//! A version folder is written under a temporary name, fsynced and renamed, so it is whole or
+//! absent. Loading checks the weights against the sha256 in the manifest and refuses a mismatch.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::features::Level;
+use crate::metrics::{Evaluation, PlattScaling};
+use crate::network::{ModelKind, Network, TrainConfig, TrainReport};
+use crate::risk::{RiskEvaluationReport, RiskModel, Scaler, Split, TrainedRisk};
+
+const WEIGHTS: &str = "model.safetensors";
+const MANIFEST: &str = "manifest.json";
+const CARD: &str = "card.md";
+const CHAMPIONS: &str = "champions.json";
+
+/// What `manifest.json` says of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct Manifest {
+    pub version: String,
+    pub level: Level,
+    pub model: ModelKind,
+    pub weights_sha256: String,
+    /// Feature names, in the order the weights expect them.
+    pub features: Vec<String>,
+    pub scaler: Scaler,
+    pub calibration: PlattScaling,
+    pub training: Split,
+    pub validation: Split,
+    pub evaluation: Split,
+    pub training_data_sha256: String,
+    pub metrics: RiskEvaluationReport,
+    pub hyperparameters: TrainConfig,
+    pub training_report: TrainReport,
+    pub seed: u64,
+    pub code_version: String,
+}
+
+/// The registry of risk models in a lake.
+pub struct Registry {
+    root: PathBuf,
+}
+
+/// Champions per level: the last entry is the current one.
+type Champions = BTreeMap<String, Vec<String>>;
+
+impl Registry {
+    /// The registry under `<lake>/models/risk`.
+    pub fn new(lake_root: &Path) -> Registry {
+        Registry {
+            root: lake_root.join("models").join("risk"),
+        }
+    }
+
+    /// The registry's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every version, oldest first.
+    pub fn versions(&self) -> Result<Vec<Manifest>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.root, e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join(MANIFEST).is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names.iter().map(|n| self.manifest(n)).collect()
+    }
+
+    /// The manifest of `version`.
+    pub fn manifest(&self, version: &str) -> Result<Manifest> {
+        let path = self.root.join(version).join(MANIFEST);
+        let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Registry(format!(
+                "no model version {version:?} in {}",
+                self.root.display()
+            )),
+            _ => Error::io(&path, e),
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Registry(format!("{}: not a model manifest: {e}", path.display())))
+    }
+
+    /// The card of `version`.
+    pub fn card(&self, version: &str) -> Result<String> {
+        let path = self.root.join(version).join(CARD);
+        fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Loads `version`, refusing weights whose sha256 differs from the manifest's.
+    pub fn load(&self, version: &str) -> Result<RiskModel> {
+        let manifest = self.manifest(version)?;
+        let path = self.root.join(version).join(WEIGHTS);
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let actual = sha256_hex(&bytes);
+        if actual != manifest.weights_sha256 {
+            return Err(Error::Registry(format!(
+                "{}: sha256 {actual} differs from the manifest's {}: the weights were changed; refusing to load them",
+                path.display(),
+                manifest.weights_sha256
+            )));
+        }
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+        let network = Network::from_tensors(&tensors)?;
+        if network.columns() != manifest.features.len() {
+            return Err(Error::Registry(format!(
+                "{version}: the weights take {} features but the manifest names {}",
+                network.columns(),
+                manifest.features.len()
+            )));
+        }
+        Ok(RiskModel {
+            level: manifest.level,
+            kind: manifest.model,
+            features: manifest.features,
+            scaler: manifest.scaler,
+            network,
+            calibration: manifest.calibration,
+        })
+    }
+
+    /// The next version name of `level`: `<level>-0001`, `<level>-0002`...
+    fn next_version(&self, level: Level) -> Result<String> {
+        let prefix = format!("{}-", level.name());
+        let mut highest = 0u32;
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Staged folders count too, so a half-written version's name is never reused.
+                let name = name.trim_start_matches(".staging-");
+                if let Some(n) = name.strip_prefix(&prefix).and_then(|n| n.parse().ok()) {
+                    highest = highest.max(n);
+                }
+            }
+        }
+        Ok(format!("{prefix}{:04}", highest + 1))
+    }
+
+    /// Stores a trained model as a new version and returns its manifest.
+    pub fn store(
+        &self,
+        trained: &TrainedRisk,
+        seed: u64,
+        config: &TrainConfig,
+    ) -> Result<Manifest> {
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let version = self.next_version(trained.model.level)?;
+        let staged = self.root.join(format!(".staging-{version}"));
+        if staged.exists() {
+            fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+        }
+        fs::create_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+        let weights_path = staged.join(WEIGHTS);
+        candle_core::safetensors::save(&trained.model.network.tensors(), &weights_path)?;
+        let weights = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
+        let manifest = Manifest {
+            version: version.clone(),
+            level: trained.model.level,
+            model: trained.model.kind,
+            weights_sha256: sha256_hex(&weights),
+            features: trained.model.features.clone(),
+            scaler: trained.model.scaler.clone(),
+            calibration: trained.model.calibration,
+            training: trained.training.clone(),
+            validation: trained.validation.clone(),
+            evaluation: trained.evaluation.clone(),
+            training_data_sha256: trained.training_data_sha256.clone(),
+            metrics: trained.metrics.clone(),
+            hyperparameters: config.clone(),
+            training_report: trained.report.clone(),
+            seed,
+            code_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let json = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| Error::Registry(format!("manifest: {e}")))?;
+        write_synced(&staged.join(MANIFEST), json.as_bytes())?;
+        write_synced(&staged.join(CARD), card(&manifest).as_bytes())?;
+        sync_file(&weights_path)?;
+        let target = self.root.join(&version);
+        fs::rename(&staged, &target).map_err(|e| Error::io(&target, e))?;
+        sync_dir(&self.root)?;
+        Ok(manifest)
+    }
+
+    fn champions(&self) -> Result<Champions> {
+        let path = self.root.join(CHAMPIONS);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| Error::Registry(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Champions::new()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn save_champions(&self, champions: &Champions) -> Result<()> {
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let json = serde_json::to_string_pretty(champions)
+            .map_err(|e| Error::Registry(format!("champions: {e}")))?;
+        let temp = self.root.join(format!(".{CHAMPIONS}.tmp"));
+        write_synced(&temp, json.as_bytes())?;
+        let path = self.root.join(CHAMPIONS);
+        fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(&self.root)
+    }
+
+    /// The champion of `level`, if any.
+    pub fn champion(&self, level: Level) -> Result<Option<String>> {
+        Ok(self
+            .champions()?
+            .get(level.name())
+            .and_then(|h| h.last().cloned()))
+    }
+
+    /// Makes `version` the champion of its level.
+    pub fn promote(&self, version: &str) -> Result<()> {
+        let manifest = self.manifest(version)?;
+        let mut champions = self.champions()?;
+        let history = champions
+            .entry(manifest.level.name().to_string())
+            .or_default();
+        if history.last().map(String::as_str) != Some(version) {
+            history.push(version.to_string());
+        }
+        self.save_champions(&champions)
+    }
+
+    /// Restores the previous champion of `level`; returns it.
+    pub fn rollback(&self, level: Level) -> Result<String> {
+        let mut champions = self.champions()?;
+        let history = champions.entry(level.name().to_string()).or_default();
+        if history.len() < 2 {
+            return Err(Error::Registry(format!(
+                "no earlier {} champion to roll back to",
+                level.name()
+            )));
+        }
+        history.pop();
+        let restored = history.last().cloned().unwrap_or_default();
+        self.save_champions(&champions)?;
+        Ok(restored)
+    }
+}
+
+/// The model card: what the model is for, what it learned from, how it measured, and its limits.
+fn card(m: &Manifest) -> String {
+    let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let row = |name: &str, e: &Evaluation| {
+        format!(
+            "| {name} | {} | {} | {:.4} | {} | {} |\n",
+            pct(e.roc_auc),
+            pct(e.pr_auc),
+            e.brier,
+            pct(e.recall_at_20pct_effort),
+            pct(e.popt)
+        )
+    };
+    let subject = match m.level {
+        Level::Deployment => "deployment",
+        Level::Change => "change",
+    };
+    let mut text = format!(
+        "# Risk model {version}\n\n\
+         ## Intended use\n\n\
+         Estimates the probability that a {subject} goes bad ({bad}), to gate releases: allow, \
+         allow with a canary, or hold. It ranks risk; it does not prove safety. A human decides \
+         on holds.\n\n\
+         ## Model\n\n\
+         {kind} over {n} features, standardised with the training rows' mean and deviation, \
+         calibrated (Platt) on the validation slice. Seed {seed}; trained for {epochs} epochs, \
+         best at epoch {best}.\n\n\
+         ## Data\n\n\
+         | part | rows | bad | from | to |\n|---|---|---|---|---|\n",
+        version = m.version,
+        bad = match m.level {
+            Level::Deployment => "failed, rolled back, or caused an incident soon after it started",
+            Level::Change => "introduced a defect",
+        },
+        kind = match m.model {
+            ModelKind::Logistic => "Logistic regression".to_string(),
+            ModelKind::Mlp => format!(
+                "A multi-layer perceptron (hidden layers {:?})",
+                m.hyperparameters.hidden
+            ),
+        },
+        n = m.features.len(),
+        seed = m.seed,
+        epochs = m.training_report.epochs_run,
+        best = m.training_report.best_epoch,
+    );
+    for (name, split) in [
+        ("training", &m.training),
+        ("validation", &m.validation),
+        ("evaluation", &m.evaluation),
+    ] {
+        text.push_str(&format!(
+            "| {name} | {} | {} | {} | {} |\n",
+            split.rows,
+            split.positives,
+            micros_to_rfc3339(split.from),
+            micros_to_rfc3339(split.to)
+        ));
+    }
+    text.push_str(&format!(
+        "\nTraining data sha256: `{}`.\n\n## Metrics on the evaluation rows\n\n\
+         | scorer | ROC-AUC | PR-AUC | Brier | recall at 20% effort | Popt |\n|---|---|---|---|---|---|\n",
+        m.training_data_sha256
+    ));
+    text.push_str(&row("this model", &m.metrics.model));
+    text.push_str(&row(
+        "baseline: lines added",
+        &m.metrics.baseline_lines_added,
+    ));
+    text.push_str(&row(
+        "baseline: logistic regression on JIT metrics",
+        &m.metrics.baseline_jit_logistic,
+    ));
+    if let Some(oracle) = &m.metrics.oracle {
+        text.push_str(&row("oracle (generator's true probability)", oracle));
+    }
+    text.push_str("\n### Per service\n\n| service | rows | bad | ROC-AUC |\n|---|---|---|---|\n");
+    for (service, e) in &m.metrics.per_service {
+        text.push_str(&format!(
+            "| {service} | {} | {} | {} |\n",
+            e.rows,
+            e.positives,
+            pct(e.roc_auc)
+        ));
+    }
+    text.push_str(
+        "\n## Limitations\n\n\
+         - Learned from this lake's history only: a new service, team or way of deploying is \
+           outside what it has seen until it has history of its own.\n\
+         - Labels come from recorded outcomes and attributed incidents; a bad deployment nobody \
+           attributed an incident to counts as good.\n\
+         - Per-service figures on few rows are noisy; `n/a` marks a service whose evaluation rows \
+           hold one class only.\n\
+         - The service graph is today's, not the graph at each deployment's time.\n",
+    );
+    text
+}
+
+fn micros_to_rfc3339(micros: i64) -> String {
+    maestro_datasets::schema::Ts(micros).to_rfc3339()
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}

@@ -1,0 +1,64 @@
+//! `maestro.toml`: settings that hold across runs. Flags change one run only. Unknown keys are
+//! rejected, so a misspelt setting is an error rather than silently ignored.
+//!
+//! ```toml
+//! [risk]
+//! model = "mlp"            # or "logistic"
+//! hidden = [64, 64]
+//! max_epochs = 200
+//! batch_size = 256
+//! learning_rate = 0.003
+//! weight_decay = 0.001
+//! patience = 15
+//! seed = 42
+//! eval_fraction = 0.2
+//! incident_window_hours = 24
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use maestro_models::network::ModelKind;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub risk: RiskConfig,
+}
+
+/// `[risk]`: how risk models are trained.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskConfig {
+    pub model: Option<ModelKind>,
+    pub hidden: Option<Vec<usize>>,
+    pub max_epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub learning_rate: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub patience: Option<usize>,
+    pub seed: Option<u64>,
+    pub eval_fraction: Option<f64>,
+    /// An incident beginning this many hours after a deployment started makes it bad.
+    pub incident_window_hours: Option<i64>,
+}
+
+/// Reads `explicit`, else `maestro.toml` in the current folder when there is one, else defaults.
+pub fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    let path: PathBuf = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from("maestro.toml");
+            if !default.exists() {
+                return Ok(Config::default());
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the configuration {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("configuration {}", path.display()))
+}
