@@ -1365,7 +1365,12 @@ fn write_openslo(w: &mut Writer, services: &[Service]) -> Result<()> {
     Ok(())
 }
 
+/// Writes one JSON object per line in time order. A quiet day writes no file: an
+/// empty file is what a truncated export looks like, and ingest refuses it.
 fn write_sorted_lines(w: &mut Writer, path: &str, mut events: Vec<(i64, Value)>) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
     events.sort_by_key(|(at, _)| *at);
     let mut text = String::new();
     for (_, event) in events {

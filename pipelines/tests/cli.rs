@@ -43,9 +43,9 @@ fn demo_generates_ingests_and_summarises_the_lake() {
         "--dir",
         demo.to_str().unwrap(),
         "--days",
-        "3",
+        "20",
         "--services",
-        "3",
+        "4",
     ]);
     assert_eq!(
         out.status.code(),
@@ -55,6 +55,18 @@ fn demo_generates_ingests_and_summarises_the_lake() {
     );
     let text = stdout(&out);
     assert!(text.contains("rejected 0"), "{text}");
+    assert!(text.contains("trained deployment-0001"), "{text}");
+    assert!(text.contains("baseline: JIT logistic"), "{text}");
+    assert!(text.contains("oracle"), "{text}");
+    // The registry lists the model as champion.
+    let lake = demo.join("lake");
+    let listed = maestro(&["models", "list", "--lake", lake.to_str().unwrap()]);
+    let listed = stdout(&listed);
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("deployment-0001"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.trim_end().ends_with('*'), "{listed}");
     for table in [
         "changes",
         "deployments",
@@ -65,6 +77,7 @@ fn demo_generates_ingests_and_summarises_the_lake() {
         "audit_events",
         "slos",
         "service_edges",
+        "risk_evaluation",
         "_ingested",
     ] {
         let line = text

@@ -59,19 +59,36 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         },
         ..Default::default()
     };
-    let trained =
-        train_risk(&lake, &options, Some(&oracle)).context("training the deployment-risk model")?;
-    print(&super::train::describe(&trained))?;
+    // A history too short to train on is not a failed demo: say so and go on.
+    let trained = match train_risk(&lake, &options, Some(&oracle)) {
+        Ok(trained) => {
+            print(&super::train::describe(&trained))?;
+            Some(trained)
+        }
+        Err(maestro_models::Error::Data(reason)) => {
+            print(&format!("risk model not trained: {reason}\n"))?;
+            None
+        }
+        Err(e) => return Err(e).context("training the deployment-risk model"),
+    };
 
     let summary = super::runtime()?.block_on(lake_summary(&lake))?;
     print(&summary)?;
 
-    print(&format!(
-        "demo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n  maestro models show --lake {lake} {version}\n",
+    let mut next = format!(
+        "demo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n",
         started.elapsed().as_secs_f64(),
         lake = lake_dir.display(),
-        version = trained.manifest.version,
-    ))?;
+    );
+    if let Some(trained) = trained {
+        let _ = writeln!(
+            next,
+            "  maestro models show --lake {} {}",
+            lake_dir.display(),
+            trained.manifest.version
+        );
+    }
+    print(&next)?;
     Ok(if report.rejected > 0 {
         Outcome::CheckFailed
     } else {
