@@ -668,8 +668,118 @@ lake_table! {
     }
 }
 
+lake_table! {
+    /// The champion risk model's verdict on one deployment.
+    RiskVerdict {
+        name: "risk_verdicts",
+        version: 1,
+        layout: ByDate,
+        key: [deployment_id],
+        partition_at: |r| Some(r.started_at),
+    }
+    columns {
+        deployment_id: String,
+        service: String,
+        environment: String,
+        started_at: Ts,
+        /// The registry version that scored it.
+        model_version: String,
+        /// Calibrated probability that the deployment goes bad.
+        probability: f64,
+        /// low, medium or high.
+        band: String,
+        /// allow, allow_with_canary or hold.
+        decision: String,
+        /// The features that moved the score most, largest first.
+        top_features: Vec<String>,
+        /// Their contributions to the logit, in the same order.
+        top_contributions: Vec<f64>,
+    }
+}
+
+lake_table! {
+    /// One metric of one canary analysis: canary against baseline over the analysis window,
+    /// with the analysis's overall score and verdict repeated on each of its metrics.
+    CanaryVerdict {
+        name: "canary_verdicts",
+        version: 1,
+        layout: ByDate,
+        key: [deployment_id, metric],
+        partition_at: |r| Some(r.window_start),
+    }
+    columns {
+        deployment_id: String,
+        service: String,
+        window_start: Ts,
+        window_end: Ts,
+        /// error_rate, latency_p50, latency_p99 or cpu_utilization.
+        metric: String,
+        /// A critical metric that fails fails the whole analysis.
+        is_critical: bool,
+        canary_samples: i64,
+        baseline_samples: i64,
+        canary_median: Option<f64>,
+        baseline_median: Option<f64>,
+        /// Mann-Whitney U of the canary sample.
+        u_statistic: Option<f64>,
+        /// Two-sided p-value (normal approximation with tie correction).
+        p_value: Option<f64>,
+        /// Rank-biserial correlation, -1..1: positive when the canary is higher.
+        effect_size: Option<f64>,
+        /// Canary median over baseline median, minus one.
+        relative_change: Option<f64>,
+        /// pass, high, low, no_data or insufficient_data.
+        metric_result: String,
+        /// Share of the metrics that passed, 0..100.
+        score: f64,
+        /// pass, marginal, fail, no_data or insufficient_data.
+        verdict: String,
+    }
+}
+
+lake_table! {
+    /// The rollback judge on one deployment, beside what really happened.
+    RollbackVerdict {
+        name: "rollback_verdicts",
+        version: 1,
+        layout: ByDate,
+        key: [deployment_id],
+        partition_at: |r| Some(r.started_at),
+    }
+    columns {
+        deployment_id: String,
+        service: String,
+        environment: String,
+        version: Option<String>,
+        started_at: Ts,
+        should_roll_back: bool,
+        /// What the judge saw, in words.
+        reason: String,
+        /// critical, major, minor or none.
+        severity: String,
+        /// immediate, progressive, canary_only, traffic_shift, or none.
+        strategy: String,
+        /// The last version of the service in the environment that stayed good.
+        target_version: Option<String>,
+        /// When the judge would have called it.
+        detected_at: Option<Ts>,
+        /// Minutes from the deployment's start to the judge's call.
+        minutes_to_detect: Option<f64>,
+        was_rolled_back: bool,
+        /// Minutes from the start to the rollback, when there was one.
+        rolled_back_after_minutes: Option<f64>,
+        /// Whether an incident attributed to the deployment began.
+        had_incident: bool,
+    }
+}
+
 /// Tables that jobs compute from the raw ones: verdicts and evaluations, under `derived/`.
-pub const DERIVED_TABLES: [TableDef; 1] = [RiskEvaluation::TABLE];
+pub const DERIVED_TABLES: [TableDef; 4] = [
+    RiskEvaluation::TABLE,
+    RiskVerdict::TABLE,
+    CanaryVerdict::TABLE,
+    RollbackVerdict::TABLE,
+];
 
 /// Every raw table, for listing and registration.
 pub const RAW_TABLES: [TableDef; 9] = [

@@ -73,6 +73,8 @@ pub struct FeatureTable {
     /// Deployment or change id of each row.
     pub ids: Vec<String>,
     pub services: Vec<String>,
+    /// Environment of each deployment; empty for changes.
+    pub environments: Vec<String>,
     /// When each row's subject started (deployment) or merged (change), microseconds.
     pub at: Vec<i64>,
     /// Whether it went bad, when known.
@@ -120,17 +122,21 @@ impl FeatureTable {
 }
 
 /// Options of feature building.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FeatureOptions {
     /// An incident that begins within this many hours of a deployment's start, attributed to
     /// it, makes the deployment bad.
     pub incident_window_hours: i64,
+    /// Parquet files of `deployments` rows not (yet) in the lake, read as if they were: a
+    /// pending deployment to score against the lake's history.
+    pub pending_deployments: Vec<PathBuf>,
 }
 
 impl Default for FeatureOptions {
     fn default() -> Self {
         FeatureOptions {
             incident_window_hours: 24,
+            pending_deployments: Vec::new(),
         }
     }
 }
@@ -153,10 +159,14 @@ pub fn build(lake: &Lake, level: Level, options: &FeatureOptions) -> Result<Feat
     to_table(frame, level)
 }
 
-/// Scans every part of a table, selecting `columns`. A table without parts is an empty frame of
-/// the declared schema, so a young lake gives empty features rather than an error.
+/// Scans every part of a table, selecting `columns`; a table without parts is an error that
+/// says to ingest history first.
 fn scan<R: Row>(lake: &Lake, columns: &[&str]) -> Result<LazyFrame> {
-    let parts: Vec<PathBuf> = lake.parts(&R::TABLE)?;
+    scan_parts::<R>(lake.parts(&R::TABLE)?, columns)
+}
+
+/// Scans the given part files of a table, selecting `columns`.
+fn scan_parts<R: Row>(parts: Vec<PathBuf>, columns: &[&str]) -> Result<LazyFrame> {
     let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
     if parts.is_empty() {
         return Err(Error::Data(format!(
@@ -241,8 +251,10 @@ fn deployment_rows(lake: &Lake, changes: LazyFrame, options: &FeatureOptions) ->
         .when(col("outcome").eq(lit("succeeded")))
         .then(lit(1))
         .otherwise(lit(0));
-    let deployments = scan::<Deployment>(
-        lake,
+    let mut parts = lake.parts(&Deployment::TABLE)?;
+    parts.extend(options.pending_deployments.iter().cloned());
+    let deployments = scan_parts::<Deployment>(
+        parts,
         &[
             "deployment_id",
             "service",
@@ -639,6 +651,11 @@ fn to_table(frame: DataFrame, level: Level) -> Result<FeatureTable> {
         values,
         ids: strings("id")?,
         services: strings("service")?,
+        environments: if level == Level::Deployment {
+            strings("environment")?
+        } else {
+            vec![String::new(); rows]
+        },
         at: at.i64()?.iter().map(|v| v.unwrap_or(0)).collect(),
         label: label.bool()?.iter().collect(),
         lines_added: numbers("lines_added")?,

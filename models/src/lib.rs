@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod network;
 pub mod registry;
 pub mod risk;
+pub mod scoring;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -37,6 +37,7 @@ pub fn train_risk(
         options.level,
         &FeatureOptions {
             incident_window_hours: options.label_horizon_hours,
+            ..Default::default()
         },
     )?;
     tracing::info!(

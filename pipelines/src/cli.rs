@@ -49,6 +49,49 @@ pub enum Command {
     /// List, inspect, promote or roll back registered models.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Score deployments with the champion risk model: one pending deployment for a CI gate
+    /// (exit 1 on hold), or the lake's deployments into `risk_verdicts`.
+    Risk(RiskArgs),
+}
+
+/// `maestro risk`.
+#[derive(Debug, Args)]
+pub struct RiskArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// A pending deployment as one CDEvents service.deployed or service.upgraded event (or a
+    /// GitHub deployment payload): score it against the lake's history; nothing is written.
+    #[arg(long, conflicts_with_all = ["date", "from", "to"])]
+    pub deployment: Option<PathBuf>,
+    /// Score the lake's deployments that started on this UTC date (YYYY-MM-DD) into
+    /// `risk_verdicts`. Without --deployment, --date, --from or --to: every deployment.
+    #[arg(long, conflicts_with_all = ["from", "to"], value_parser = parse_date)]
+    pub date: Option<String>,
+    /// First date to score (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<String>,
+    /// Last date to score (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// Text for people, JSON for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned text.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+fn parse_date(text: &str) -> Result<String, String> {
+    match maestro_datasets::schema::Ts::parse(&format!("{text}T00:00:00Z")) {
+        Some(ts) if ts.date() == text => Ok(text.to_string()),
+        _ => Err(format!("{text:?} is not a date like 2026-09-30")),
+    }
 }
 
 /// `maestro train`.

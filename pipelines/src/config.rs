@@ -13,6 +13,8 @@
 //! seed = 42
 //! eval_fraction = 0.2
 //! incident_window_hours = 24
+//! canary_above = 0.3       # a deployment this likely to go bad goes out as a canary first
+//! hold_above = 0.5         # and this likely is held
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -44,6 +46,21 @@ pub struct RiskConfig {
     pub eval_fraction: Option<f64>,
     /// An incident beginning this many hours after a deployment started makes it bad.
     pub incident_window_hours: Option<i64>,
+    /// Probability from which a deployment needs a canary.
+    pub canary_above: Option<f64>,
+    /// Probability from which a deployment is held.
+    pub hold_above: Option<f64>,
+}
+
+impl RiskConfig {
+    /// The scoring thresholds, defaults where unset.
+    pub fn thresholds(&self) -> maestro_models::scoring::Thresholds {
+        let defaults = maestro_models::scoring::Thresholds::default();
+        maestro_models::scoring::Thresholds {
+            canary_above: self.canary_above.unwrap_or(defaults.canary_above),
+            hold_above: self.hold_above.unwrap_or(defaults.hold_above),
+        }
+    }
 }
 
 /// Reads `explicit`, else `maestro.toml` in the current folder when there is one, else defaults.

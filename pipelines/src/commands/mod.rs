@@ -4,6 +4,7 @@ mod demo;
 mod generate;
 mod ingest;
 mod models;
+mod risk;
 mod sql;
 mod train;
 
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sql(args) => sql::run(&args),
         Command::Train(command) => train::run(&command, cli.config.as_deref()),
         Command::Models(command) => models::run(&command),
+        Command::Risk(args) => risk::run(&args, cli.config.as_deref()),
     }
 }
 
