@@ -154,7 +154,7 @@ pub fn score_pending(
 ) -> Result<RiskVerdict> {
     thresholds.check()?;
     let (version, model) = champion(lake)?;
-    let scratch_dir = tempfile::tempdir().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let scratch_dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let scratch = Lake::open(scratch_dir.path())?;
     let in_progress = Deployment {
         outcome: None,
