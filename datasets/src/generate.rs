@@ -23,8 +23,10 @@
 //! Fridays (capped at 0.95). A bad deployment is rolled back (45%), fails outright (20%), or
 //! succeeds and causes an incident (35%); a rolled-back one also causes an incident 30% of the
 //! time. While a bad deployment is live (until its rollback, or for 2 h), its service's error
-//! rate rises 6–15× and its latency 1.6–2.5×; on a canary deployment the canary track shows it
-//! first.
+//! rate rises 6–15× and its latency 1.6–2.5×. A canary deployment serves 10% of traffic from the
+//! canary track for its first 30 minutes: one-minute series of the canary and baseline tracks
+//! (attributes `deployment.track` and `deployment.id`) are written for every canary deployment,
+//! and a bad one's regression shows on the canary track only until the 30 minutes are up.
 //!
 //! **Tests.** Each test covers 1–3 files of its service. In a change's CI run, a test fails with
 //! probability 0.65 if the change is buggy and touches a covered file, 0.08 if it touches a
@@ -179,6 +181,19 @@ struct Window {
     canary_only_until: Option<i64>,
 }
 
+/// The first half hour of a canary deployment, healthy or not: one-minute series of the canary
+/// and baseline tracks, tagged with the deployment's id.
+struct CanaryRun {
+    service: usize,
+    deployment_id: String,
+    from: i64,
+    /// Error and latency factors of the canary track: 1.0 for a healthy canary.
+    effect: (f64, f64),
+}
+
+/// How long the canary track serves alone before a deployment goes out in full.
+const CANARY_MINUTES: i64 = 30;
+
 /// Writes a generated history to `out`.
 pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary> {
     if options.services == 0 || options.days == 0 {
@@ -215,6 +230,7 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
     let mut truth_deployments =
         String::from("deployment_id,service,p_bad,is_bad,effect,caused_incident_id\n");
     let mut windows: Vec<Window> = Vec::new();
+    let mut canaries: Vec<CanaryRun> = Vec::new();
     let mut change_rows: Vec<Vec<String>> = vec![Vec::new(); services.len()];
     let mut deployment_counter = 0usize;
     let mut incident_counter = 0usize;
@@ -399,14 +415,26 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
                     ));
                     summary.incidents += 1;
                 }
+                let mut canary_effect = (1.0, 1.0);
                 if is_bad {
-                    windows.push(Window {
+                    let window = Window {
                         service: s,
                         from: started,
-                        to: live_until.max(started + 30 * MINUTE),
+                        to: live_until.max(started + CANARY_MINUTES * MINUTE),
                         error_factor: rng.random_range(6.0..15.0),
                         latency_factor: rng.random_range(1.6..2.5),
-                        canary_only_until: (strategy == "canary").then_some(started + 30 * MINUTE),
+                        canary_only_until: (strategy == "canary")
+                            .then_some(started + CANARY_MINUTES * MINUTE),
+                    };
+                    canary_effect = (window.error_factor, window.latency_factor);
+                    windows.push(window);
+                }
+                if strategy == "canary" {
+                    canaries.push(CanaryRun {
+                        service: s,
+                        deployment_id: id.clone(),
+                        from: started,
+                        effect: canary_effect,
                     });
                 }
                 let _ = writeln!(
@@ -465,7 +493,7 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
     for day in 0..options.days as i64 {
         let day_start = start + day * DAY;
         summary.metric_points +=
-            write_metrics_day(&mut w, &mut rng, day_start, &services, &windows)?;
+            write_metrics_day(&mut w, &mut rng, day_start, &services, &windows, &canaries)?;
         summary.spans += write_traces_day(&mut w, &mut rng, day_start, &services, &windows)?;
     }
     for (s, rows) in change_rows.iter().enumerate() {
@@ -1094,6 +1122,7 @@ fn write_metrics_day(
     day_start: i64,
     services: &[Service],
     windows: &[Window],
+    canaries: &[CanaryRun],
 ) -> Result<usize> {
     const STEP: i64 = 15 * MINUTE;
     const BOUNDS: [f64; 10] = [
@@ -1104,7 +1133,8 @@ fn write_metrics_day(
     for (s, service) in services.iter().enumerate() {
         for hour in 0..24 {
             let mut metrics: Vec<Value> = Vec::new();
-            let series = |track: Option<&str>,
+            // `track`: the canary or baseline track and the deployment under analysis.
+            let series = |track: Option<(&str, &str)>,
                           t: i64,
                           step: i64,
                           traffic_share: f64,
@@ -1125,7 +1155,10 @@ fn write_metrics_day(
                 .round()
                 .max(1.0);
                 let error_rate = (service.error_rate * effect.0).min(0.9);
-                let errors = (requests * error_rate * rng.random_range(0.7..1.3)).round();
+                // Counts of errors are Poisson: rounding an expected count would bias small
+                // tracks (a canary's 0.6 expected errors would always read as one).
+                let expected_errors = requests * error_rate * rng.random_range(0.7..1.3);
+                let errors = poisson(rng, expected_errors) as f64;
                 let latency = service.latency_ms * effect.1;
                 let mut counts = vec![0u64; BOUNDS.len() + 1];
                 let mut sum = 0.0;
@@ -1144,9 +1177,12 @@ fn write_metrics_day(
                 let mut attributes = vec![
                     json!({"key": "deployment.environment", "value": {"stringValue": "production"}}),
                 ];
-                if let Some(track) = track {
+                if let Some((track, deployment_id)) = track {
                     attributes
                         .push(json!({"key": "deployment.track", "value": {"stringValue": track}}));
+                    attributes.push(
+                        json!({"key": "deployment.id", "value": {"stringValue": deployment_id}}),
+                    );
                 }
                 let start = (t - step) * 1000;
                 let end = t * 1000;
@@ -1172,29 +1208,23 @@ fn write_metrics_day(
                 series(None, t, STEP, 1.0, effect, rng, &mut metrics);
             }
             // Canary analysis windows: one-minute series for the canary and baseline tracks.
-            for window in windows.iter().filter(|w| w.service == s) {
-                let Some(until) = window.canary_only_until else {
-                    continue;
-                };
-                for m in 1..=30 {
-                    let t = window.from + m * MINUTE;
-                    if t <= day_start + hour * HOUR
-                        || t > day_start + (hour + 1) * HOUR
-                        || t > until
-                    {
+            for canary in canaries.iter().filter(|c| c.service == s) {
+                for m in 1..=CANARY_MINUTES {
+                    let t = canary.from + m * MINUTE;
+                    if t <= day_start + hour * HOUR || t > day_start + (hour + 1) * HOUR {
                         continue;
                     }
                     series(
-                        Some("canary"),
+                        Some(("canary", &canary.deployment_id)),
                         t,
                         MINUTE,
                         0.1,
-                        (window.error_factor, window.latency_factor),
+                        canary.effect,
                         rng,
                         &mut metrics,
                     );
                     series(
-                        Some("baseline"),
+                        Some(("baseline", &canary.deployment_id)),
                         t,
                         MINUTE,
                         0.9,
@@ -1391,15 +1421,11 @@ fn working_time(rng: &mut ChaCha8Rng) -> i64 {
 }
 
 fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> usize {
-    // Knuth's method: fine for the small rates used here.
-    let limit = (-lambda).exp();
-    let mut product = rng.random::<f64>();
-    let mut count = 0;
-    while product > limit {
-        product *= rng.random::<f64>();
-        count += 1;
+    match rand_distr::Poisson::new(lambda) {
+        Ok(distribution) => distribution.sample(rng) as usize,
+        // A zero (or degenerate) rate: nothing happens.
+        Err(_) => 0,
     }
-    count
 }
 
 fn hex(bytes: &[u8]) -> String {

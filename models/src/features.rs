@@ -518,9 +518,19 @@ fn deployment_rows(lake: &Lake, changes: LazyFrame, options: &FeatureOptions) ->
     Ok(frame)
 }
 
-/// Fan-in (services calling it), fan-out (services it calls) and blast radius (services that
-/// depend on it, directly or not) of every service in `service_edges`.
-fn graph_features(lake: &Lake) -> Result<LazyFrame> {
+/// Where a service sits in the dependency graph.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GraphPosition {
+    /// Services that call it.
+    pub fan_in: f64,
+    /// Services it calls.
+    pub fan_out: f64,
+    /// Services that depend on it, directly or not: what breaks when it does.
+    pub blast_radius: f64,
+}
+
+/// The graph position of every service in `service_edges`; empty when the lake has no edges.
+pub fn graph_positions(lake: &Lake) -> Result<BTreeMap<String, GraphPosition>> {
     let edges = match scan::<ServiceEdge>(lake, &["from_service", "to_service"]) {
         Ok(edges) => edges.collect()?,
         Err(Error::Data(_)) => DataFrame::empty(),
@@ -546,20 +556,8 @@ fn graph_features(lake: &Lake) -> Result<LazyFrame> {
             graph.add_edge(a, b, ());
         }
     }
-    let mut services = Vec::new();
-    let (mut fan_in, mut fan_out, mut blast) = (Vec::new(), Vec::new(), Vec::new());
+    let mut positions = BTreeMap::new();
     for (name, index) in &nodes {
-        services.push(name.clone());
-        fan_in.push(
-            graph
-                .neighbors_directed(*index, Direction::Incoming)
-                .count() as f64,
-        );
-        fan_out.push(
-            graph
-                .neighbors_directed(*index, Direction::Outgoing)
-                .count() as f64,
-        );
         // Everything that reaches this service along "calls" edges breaks when it does.
         let reversed = petgraph::visit::Reversed(&graph);
         let mut bfs = Bfs::new(reversed, *index);
@@ -567,13 +565,32 @@ fn graph_features(lake: &Lake) -> Result<LazyFrame> {
         while bfs.next(reversed).is_some() {
             reached += 1;
         }
-        blast.push((reached - 1) as f64);
+        positions.insert(
+            name.clone(),
+            GraphPosition {
+                fan_in: graph
+                    .neighbors_directed(*index, Direction::Incoming)
+                    .count() as f64,
+                fan_out: graph
+                    .neighbors_directed(*index, Direction::Outgoing)
+                    .count() as f64,
+                blast_radius: (reached - 1) as f64,
+            },
+        );
     }
+    Ok(positions)
+}
+
+/// Fan-in, fan-out and blast radius of every service, as a frame to join on `service`.
+fn graph_features(lake: &Lake) -> Result<LazyFrame> {
+    let positions = graph_positions(lake)?;
+    let services: Vec<String> = positions.keys().cloned().collect();
+    let column = |f: fn(&GraphPosition) -> f64| -> Vec<f64> { positions.values().map(f).collect() };
     Ok(df!(
         "service" => services,
-        "fan_in" => fan_in,
-        "fan_out" => fan_out,
-        "blast_radius" => blast,
+        "fan_in" => column(|p| p.fan_in),
+        "fan_out" => column(|p| p.fan_out),
+        "blast_radius" => column(|p| p.blast_radius),
     )?
     .lazy())
 }

@@ -5,13 +5,16 @@
 //! (`models/risk/<version>/`: safetensors weights, manifest, card) and evaluation rows for the
 //! `risk_evaluation` table. polars stays inside `features`, candle inside `network`.
 
+pub mod canary;
 pub mod error;
 pub mod features;
 pub mod metrics;
 pub mod network;
 pub mod registry;
 pub mod risk;
+pub mod rollback;
 pub mod scoring;
+pub mod telemetry;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -52,6 +52,9 @@ pub enum Command {
     /// Score deployments with the champion risk model: one pending deployment for a CI gate
     /// (exit 1 on hold), or the lake's deployments into `risk_verdicts`.
     Risk(RiskArgs),
+    /// Judge every canary deployment (canary_verdicts) and whether every deployment should
+    /// roll back (rollback_verdicts), and how the judges did against what happened.
+    Judge(LakeArgs),
 }
 
 /// `maestro risk`.

@@ -15,6 +15,23 @@
 //! incident_window_hours = 24
 //! canary_above = 0.3       # a deployment this likely to go bad goes out as a canary first
 //! hold_above = 0.5         # and this likely is held
+//!
+//! [canary]                 # the canary judge
+//! window_minutes = 30
+//! min_samples = 10
+//! alpha = 0.01
+//! min_effect_size = 0.3
+//! tolerance = 0.2
+//! pass_score = 90
+//! marginal_score = 60
+//!
+//! [rollback]               # the rollback judge
+//! watch_minutes = 120
+//! baseline_hours = 6
+//! error_ratio = 3.0
+//! latency_ratio = 1.4
+//! error_rate_floor = 0.001
+//! immediate_blast_radius = 3
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -29,6 +46,10 @@ use serde::Deserialize;
 pub struct Config {
     #[serde(default)]
     pub risk: RiskConfig,
+    #[serde(default)]
+    pub canary: maestro_models::canary::CanaryConfig,
+    #[serde(default)]
+    pub rollback: maestro_models::rollback::RollbackConfig,
 }
 
 /// `[risk]`: how risk models are trained.

@@ -13,6 +13,7 @@ use maestro_datasets::ledger::LEDGER_TABLES;
 use maestro_datasets::schema::{DERIVED_TABLES, RAW_TABLES};
 use maestro_models::network::TrainConfig;
 use maestro_models::risk::{RiskTrainOptions, read_oracle};
+use maestro_models::scoring::{DateRange, score_deployments};
 use maestro_models::train::train_risk;
 use maestro_reports::LakeSession;
 
@@ -72,20 +73,31 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         Err(e) => return Err(e).context("training the deployment-risk model"),
     };
 
+    // The champion scores every deployment; the judges look at canaries and rollbacks. The
+    // demo runs on Maestro's defaults, whatever maestro.toml says.
+    let config = crate::config::Config::default();
+    if trained.is_some() {
+        let scored = score_deployments(&lake, &config.risk.thresholds(), &DateRange::default())
+            .context("scoring deployments")?;
+        print(&super::risk::describe_many(&scored, &DateRange::default()))?;
+    }
+    print(&super::judge::judge(&lake, &config)?)?;
+
     let summary = super::runtime()?.block_on(lake_summary(&lake))?;
     print(&summary)?;
 
     let mut next = format!(
-        "demo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n",
+        "demo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n  maestro sql --lake {lake} \"select deployment_id, severity, strategy, target_version, minutes_to_detect, was_rolled_back, rolled_back_after_minutes from rollback_verdicts where should_roll_back order by started_at limit 10\"\n",
         started.elapsed().as_secs_f64(),
         lake = lake_dir.display(),
     );
     if let Some(trained) = trained {
         let _ = writeln!(
             next,
-            "  maestro models show --lake {} {}",
+            "  maestro models show --lake {} {}\n  maestro sql --lake {} \"select deployment_id, service, probability, decision, top_features from risk_verdicts where decision = 'hold' order by probability desc limit 10\"",
             lake_dir.display(),
-            trained.manifest.version
+            trained.manifest.version,
+            lake_dir.display(),
         );
     }
     print(&next)?;

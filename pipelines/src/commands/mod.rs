@@ -3,6 +3,7 @@
 mod demo;
 mod generate;
 mod ingest;
+mod judge;
 mod models;
 mod risk;
 mod sql;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Train(command) => train::run(&command, cli.config.as_deref()),
         Command::Models(command) => models::run(&command),
         Command::Risk(args) => risk::run(&args, cli.config.as_deref()),
+        Command::Judge(args) => judge::run(&args, cli.config.as_deref()),
     }
 }
 

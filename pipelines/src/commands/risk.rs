@@ -135,7 +135,7 @@ fn describe_one(verdict: &RiskVerdict, thresholds: &Thresholds) -> String {
     text
 }
 
-fn describe_many(outcome: &ScoreOutcome, dates: &DateRange) -> String {
+pub(crate) fn describe_many(outcome: &ScoreOutcome, dates: &DateRange) -> String {
     let span = match (&dates.from, &dates.to) {
         (Some(from), Some(to)) if from == to => format!("of {from}"),
         (Some(from), Some(to)) => format!("from {from} to {to}"),
