@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::error::{Error, Result};
-use crate::metrics::average_ranks;
+use crate::metrics::{average_ranks, median};
 use crate::telemetry::{self, DeploymentFacts, Sample, SeriesKey};
 
 const MICROS_PER_MINUTE: i64 = 60_000_000;
@@ -133,20 +133,6 @@ pub fn mann_whitney(a: &[f64], b: &[f64]) -> Option<MannWhitney> {
         u,
         p_value,
         effect_size: 2.0 * u / (n1 * n2) - 1.0,
-    })
-}
-
-fn median(values: &[f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 0 {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    } else {
-        sorted[mid]
     })
 }
 

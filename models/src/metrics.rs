@@ -91,6 +91,21 @@ pub fn roc_auc(score: &[f64], label: &[bool]) -> Option<f64> {
     Some((positive_rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
 }
 
+/// The median of `values`, None when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}
+
 /// 1-based ranks of `values` in ascending order, tied values sharing their mean rank.
 pub fn average_ranks(values: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();

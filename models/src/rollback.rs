@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::canary::CanaryOutcome;
 use crate::error::{Error, Result};
 use crate::features::graph_positions;
+use crate::metrics::median;
 use crate::telemetry::{self, DeploymentFacts, Sample, SeriesKey};
 
 const MICROS_PER_MINUTE: i64 = 60_000_000;
@@ -166,19 +167,6 @@ impl Confusion {
     }
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    })
-}
-
 /// Judges every deployment of the lake and replaces the `rollback_verdicts` partitions it
 /// touches. `canaries` are the canary verdicts of the same lake.
 pub fn judge_rollbacks(
@@ -301,9 +289,9 @@ pub fn judge_rollbacks(
             had_incident: d.incident_at.is_some(),
         });
     }
-    outcome.median_minutes_to_detect = median(to_detect);
-    outcome.median_lead_over_incident = median(lead);
-    outcome.median_minutes_to_real_rollback = median(real);
+    outcome.median_minutes_to_detect = median(&to_detect);
+    outcome.median_lead_over_incident = median(&lead);
+    outcome.median_minutes_to_real_rollback = median(&real);
     if !outcome.rows.is_empty() {
         let mut txn = lake.begin()?;
         txn.write(&outcome.rows, WriteMode::ReplacePartitions)?;
