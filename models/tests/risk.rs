@@ -1,4 +1,4 @@
-//! The risk model end to end, on generated history ingested into a lake: features are
+//! The risk model and the judges end to end, on generated history ingested into a lake: features are
 //! point-in-time correct, training is reproducible bit for bit, the registry refuses tampered
 //! weights, and champions are promoted and rolled back.
 
@@ -183,4 +183,65 @@ fn the_change_model_trains_on_jit_metrics() {
     // chance.
     assert!(metrics.model.roc_auc.unwrap() > 0.65, "{metrics:?}");
     assert!(metrics.oracle.as_ref().unwrap().roc_auc.unwrap() > 0.65);
+}
+
+#[test]
+fn judges_catch_injected_regressions_and_reruns_replace_their_verdicts() {
+    use maestro_datasets::schema::{CanaryVerdict, RollbackVerdict};
+    use maestro_models::canary::{CanaryConfig, judge_canaries};
+    use maestro_models::rollback::{RollbackConfig, judge_rollbacks};
+    use maestro_models::telemetry;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_history(dir.path(), 20);
+    let deployments = telemetry::deployments(&lake).unwrap();
+    let config = CanaryConfig::default();
+    let canaries = judge_canaries(&lake, &config).unwrap();
+    let catch = canaries.against_outcomes(&deployments);
+    assert!(catch.regressions >= 3 && catch.healthy >= 20, "{catch:?}");
+    assert_eq!(catch.regressions_failed, catch.regressions, "{catch:?}");
+    assert!(catch.healthy_failed * 50 <= catch.healthy, "{catch:?}");
+
+    let rollbacks = judge_rollbacks(
+        &lake,
+        &canaries,
+        config.window_minutes,
+        &RollbackConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(rollbacks.rows.len(), deployments.len());
+    assert!(
+        rollbacks.against_bad.recall().unwrap() >= 0.9,
+        "{:?}",
+        rollbacks.against_bad
+    );
+    assert!(
+        rollbacks.against_bad.precision().unwrap() >= 0.9,
+        "{:?}",
+        rollbacks.against_bad
+    );
+    for row in rollbacks.rows.iter().filter(|r| r.should_roll_back) {
+        assert_ne!(row.strategy, "none");
+        assert!(row.minutes_to_detect.unwrap() > 0.0);
+    }
+
+    // A second run gives the same rows and replaces, never adds.
+    let again = judge_canaries(&lake, &config).unwrap();
+    assert_eq!(again.rows, canaries.rows);
+    let count = |table| {
+        lake.read_table(table)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>()
+    };
+    assert_eq!(count(&CanaryVerdict::TABLE), canaries.rows.len());
+    judge_rollbacks(
+        &lake,
+        &again,
+        config.window_minutes,
+        &RollbackConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(count(&RollbackVerdict::TABLE), deployments.len());
 }

@@ -78,6 +78,9 @@ fn demo_generates_ingests_and_summarises_the_lake() {
         "slos",
         "service_edges",
         "risk_evaluation",
+        "risk_verdicts",
+        "canary_verdicts",
+        "rollback_verdicts",
         "_ingested",
     ] {
         let line = text
@@ -87,7 +90,103 @@ fn demo_generates_ingests_and_summarises_the_lake() {
         let rows: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert!(rows > 0, "{table} is empty: {line}");
     }
+    assert!(text.contains("canary analyses:"), "{text}");
+    assert!(text.contains("rollback judge:"), "{text}");
     check_lake_reads_elsewhere(&demo.join("lake"));
+    check_risk_gate(&demo);
+}
+
+/// `maestro risk --deployment` scores a pending deployment as the lake's scoring did, exits 1
+/// on hold, and refuses what is not a deployment event.
+fn check_risk_gate(demo: &Path) {
+    let lake = demo.join("lake");
+    let lake = lake.to_str().unwrap();
+    // A copy of a deployment the lake already scored, under a new id: the same history before
+    // it, so the same probability.
+    let event = std::fs::read_dir(demo.join("sources/cdevents"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
+        .find(|line| line.contains("service.deployed"))
+        .unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    let original = event["customData"]["deployment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    event["customData"]["deployment_id"] = "pending-1".into();
+    let pending = demo.join("pending.json");
+    std::fs::write(&pending, event.to_string()).unwrap();
+    let pending = pending.to_str().unwrap();
+
+    let scored = maestro(&[
+        "risk",
+        "--lake",
+        lake,
+        "--deployment",
+        pending,
+        "--format",
+        "json",
+    ]);
+    let verdict: serde_json::Value = serde_json::from_slice(&scored.stdout).unwrap();
+    let expected = stdout(&maestro(&[
+        "sql",
+        "--lake",
+        lake,
+        "--format",
+        "json",
+        &format!(
+            "select probability, decision from risk_verdicts where deployment_id = '{original}'"
+        ),
+    ]));
+    let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
+    assert_eq!(
+        verdict["probability"], expected[0]["probability"],
+        "{verdict}"
+    );
+    assert_eq!(verdict["decision"], expected[0]["decision"]);
+    assert_eq!(verdict["top_contributions"].as_array().unwrap().len(), 5);
+    let code = if verdict["decision"] == "hold" { 1 } else { 0 };
+    assert_eq!(scored.status.code(), Some(code));
+
+    // Thresholds of zero hold everything: the gate fails with exit code 1.
+    let strict = demo.join("hold-all.toml");
+    std::fs::write(&strict, "[risk]\ncanary_above = 0.0\nhold_above = 0.0\n").unwrap();
+    let held = maestro(&[
+        "--config",
+        strict.to_str().unwrap(),
+        "risk",
+        "--lake",
+        lake,
+        "--deployment",
+        pending,
+    ]);
+    assert_eq!(held.status.code(), Some(1), "{}", stdout(&held));
+    assert!(stdout(&held).contains(": hold"), "{}", stdout(&held));
+
+    // A file that is not one deployment event is an error, exit code 2.
+    let not_a_deployment = maestro(&[
+        "risk",
+        "--lake",
+        lake,
+        "--deployment",
+        demo.join("sources/openslo")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(not_a_deployment.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&not_a_deployment.stderr)
+            .contains("not a CDEvents deployment event"),
+        "{}",
+        String::from_utf8_lossy(&not_a_deployment.stderr)
+    );
 }
 
 /// pyarrow, polars and DuckDB read the lake unchanged and agree with Maestro's counts.
@@ -118,7 +217,8 @@ fn check_lake_reads_elsewhere(lake: &Path) {
     );
     let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tables = counts.as_object().unwrap();
-    assert_eq!(tables.len(), 9, "{counts}");
+    // The nine raw tables and the four the demo derives.
+    assert_eq!(tables.len(), 13, "{counts}");
     for (table, readers) in tables {
         let sql = maestro(&[
             "sql",

@@ -12,7 +12,8 @@ import pyarrow.dataset as ds
 
 lake = Path(sys.argv[1])
 counts = {}
-for table_dir in sorted((lake / "raw").iterdir()):
+tables = [d for folder in ("raw", "derived") if (lake / folder).is_dir() for d in (lake / folder).iterdir()]
+for table_dir in sorted(tables):
     files = sorted(table_dir.rglob("*.parquet"))
     if not files:
         continue
