@@ -3,8 +3,15 @@
 //! `maestro-scale ingest [--mb N]` times `maestro ingest` on one core (RAYON_NUM_THREADS=1) for
 //! JUnit XML, OTLP JSON and audit JSON, each from files built out of a generated history.
 //! `maestro-scale stream [--gb N]` ingests one large OTLP metrics file and reports peak memory.
-//! `maestro-scale demo` times `maestro demo` at its default size. Run them with the release
-//! build: `cargo run --release -p maestro-benches -- ingest`.
+//! `maestro-scale demo` times `maestro demo` at its default size.
+//! `maestro-scale training [--rows N] [--columns N]` times an epoch of logistic regression and of
+//! the MLP, and scoring, on synthetic rows (set RAYON_NUM_THREADS=1 for one core).
+//! `maestro-scale risk [--days N] [--services N]` trains both risk models on generated history
+//! and prints their ROC-AUC beside the baselines and the oracle, then scores the lake and judges
+//! every canary against the injected regressions.
+//! Run them with the release build: `cargo run --release -p maestro-benches -- ingest`.
+
+mod models;
 
 use std::fs;
 use std::io::Write;
@@ -17,22 +24,42 @@ use maestro_datasets::generate::{GenerateOptions, generate};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let number = |flag: &str, default: f64| -> anyhow::Result<f64> {
-        match args.iter().position(|a| a == flag) {
-            Some(i) => args
-                .get(i + 1)
-                .context("flag needs a value")?
-                .parse()
-                .context("not a number"),
-            None => Ok(default),
+    let number = |flag: &str, default: f64| number_flag(&args, flag, default);
+    match args.first().map(String::as_str) {
+        Some("training") => {
+            return models::training_speed(
+                number("--rows", 1e6)? as usize,
+                number("--columns", 30.0)? as usize,
+            );
         }
-    };
+        Some("risk") => {
+            return models::risk_quality(
+                number("--days", 150.0)? as u32,
+                number("--services", 16.0)? as usize,
+            );
+        }
+        _ => {}
+    }
     let maestro = maestro_binary()?;
     match args.first().map(String::as_str) {
         Some("ingest") => ingest_throughput(&maestro, number("--mb", 200.0)?),
         Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
         Some("demo") => demo(&maestro),
-        _ => bail!("usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo"),
+        _ => bail!(
+            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | training [--rows N] [--columns N] | risk [--days N] [--services N]"
+        ),
+    }
+}
+
+/// The number after `flag` in `args`, or `default` when the flag is absent.
+fn number_flag(args: &[String], flag: &str, default: f64) -> anyhow::Result<f64> {
+    match args.iter().position(|a| a == flag) {
+        Some(i) => args
+            .get(i + 1)
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse()
+            .with_context(|| format!("{flag} takes a number")),
+        None => Ok(default),
     }
 }
 
@@ -168,6 +195,18 @@ fn wait_with_usage(pid: u32) -> anyhow::Result<(i32, f64, f64)> {
         seconds(usage.ru_utime) + seconds(usage.ru_stime),
         usage.ru_maxrss as f64 / 1024.0,
     ))
+}
+
+/// Peak resident memory of this process so far, in MB.
+#[allow(unsafe_code)]
+fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage writes into the zeroed rusage we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as f64 / 1024.0
 }
 
 /// Times `maestro ingest --lake LAKE INPUT`, on one core or on all.

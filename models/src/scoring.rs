@@ -145,13 +145,23 @@ pub fn score_deployments(
     })
 }
 
+/// A pending deployment's verdict, and what the lake could not tell about it.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct PendingScore {
+    pub verdict: RiskVerdict,
+    /// Changes the deployment names that the lake does not hold (or that merged after its
+    /// start): their metrics are missing from the score.
+    pub changes_not_in_lake: usize,
+}
+
 /// Scores one deployment that has not happened yet against the lake's history. Nothing is
 /// written to the lake: its outcome is unknown, so it is read as in progress.
 pub fn score_pending(
     lake: &Lake,
     pending: &Deployment,
     thresholds: &Thresholds,
-) -> Result<RiskVerdict> {
+) -> Result<PendingScore> {
     thresholds.check()?;
     let (version, model) = champion(lake)?;
     let scratch_dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
@@ -180,8 +190,19 @@ pub fn score_pending(
                 pending.deployment_id
             ))
         })?;
+    let known_changes = table
+        .names
+        .iter()
+        .position(|n| n == "n_changes")
+        .map_or(0.0, |column| table.row(row)[column]);
     let mut verdicts = verdicts(&model, &version, &table, &[row], thresholds)?;
-    Ok(verdicts.remove(0))
+    Ok(PendingScore {
+        verdict: verdicts.remove(0),
+        changes_not_in_lake: pending
+            .change_ids
+            .len()
+            .saturating_sub(known_changes as usize),
+    })
 }
 
 /// Verdicts of `rows` of `table`, in row order.

@@ -146,8 +146,26 @@ fn check_risk_gate(demo: &Path) {
     );
     assert_eq!(verdict["decision"], expected[0]["decision"]);
     assert_eq!(verdict["top_contributions"].as_array().unwrap().len(), 5);
+    assert_eq!(verdict["changes_not_in_lake"], 0);
     let code = if verdict["decision"] == "hold" { 1 } else { 0 };
     assert_eq!(scored.status.code(), Some(code));
+
+    // A change the lake has never seen is said, not silently left out.
+    let mut unknown = event.clone();
+    unknown["customData"]["change_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push("not-ingested-yet".into());
+    let unknown_path = demo.join("pending-unknown.json");
+    std::fs::write(&unknown_path, unknown.to_string()).unwrap();
+    let noted = maestro(&[
+        "risk",
+        "--lake",
+        lake,
+        "--deployment",
+        unknown_path.to_str().unwrap(),
+    ]);
+    assert!(stdout(&noted).contains("1 of its"), "{}", stdout(&noted));
 
     // Thresholds of zero hold everything: the gate fails with exit code 1.
     let strict = demo.join("hold-all.toml");

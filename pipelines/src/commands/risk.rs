@@ -25,11 +25,27 @@ pub fn run(args: &RiskArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
     match &args.deployment {
         Some(path) => {
             let pending = read_pending(path)?;
-            let verdict = score_pending(&lake, &pending, &thresholds)
+            let scored = score_pending(&lake, &pending, &thresholds)
                 .with_context(|| format!("scoring {}", path.display()))?;
+            let verdict = &scored.verdict;
             print(&match args.format {
-                ReportFormat::Text => describe_one(&verdict, &thresholds),
-                ReportFormat::Json => format!("{:#}\n", verdict_json(&verdict)),
+                ReportFormat::Text => {
+                    let mut text = describe_one(verdict, &thresholds);
+                    if scored.changes_not_in_lake > 0 {
+                        let _ = writeln!(
+                            text,
+                            "  note: {} of its {} changes are not in the lake (ingest them first): their metrics are missing from this score",
+                            scored.changes_not_in_lake,
+                            pending.change_ids.len()
+                        );
+                    }
+                    text
+                }
+                ReportFormat::Json => {
+                    let mut json = verdict_json(verdict);
+                    json["changes_not_in_lake"] = scored.changes_not_in_lake.into();
+                    format!("{json:#}\n")
+                }
             })?;
             Ok(if verdict.decision == "hold" {
                 Outcome::CheckFailed
