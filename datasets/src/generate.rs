@@ -71,7 +71,7 @@ impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
             seed: 42,
-            days: 30,
+            days: 90,
             services: 8,
             start: Ts::parse("2026-09-01T00:00:00Z").expect("a valid constant"),
         }

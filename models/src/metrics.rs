@@ -253,6 +253,9 @@ impl PlattScaling {
     /// The identity, for when there is nothing to fit on.
     pub const IDENTITY: PlattScaling = PlattScaling { a: 1.0, b: 0.0 };
 
+    /// The least slope a fit may have: calibration keeps the order of the scores.
+    const MIN_SLOPE: f64 = 1e-3;
+
     /// Fits on raw probabilities and labels; falls back to the identity when one class is absent.
     pub fn fit(probability: &[f64], label: &[bool]) -> PlattScaling {
         let positives = label.iter().filter(|l| **l).count();
@@ -308,11 +311,30 @@ impl PlattScaling {
                 break;
             }
         }
-        if a.is_finite() && b.is_finite() {
-            PlattScaling { a, b }
-        } else {
-            PlattScaling::IDENTITY
+        if !(a.is_finite() && b.is_finite()) {
+            return PlattScaling::IDENTITY;
         }
+        if a < Self::MIN_SLOPE {
+            // Calibration rescales a score; it must not reverse its order. A slope that wants
+            // to be negative says the score ranks the validation rows worse than chance: keep
+            // its order with the least slope and fit the intercept alone (the base rate).
+            a = Self::MIN_SLOPE;
+            b = 0.0;
+            for _ in 0..100 {
+                let (mut gradient, mut curvature) = (0.0, 1e-9);
+                for (x, y) in xs.iter().zip(&ys) {
+                    let p = sigmoid(a * x + b);
+                    gradient += p - y;
+                    curvature += p * (1.0 - p);
+                }
+                let step = gradient / curvature;
+                b -= step;
+                if step.abs() < 1e-10 {
+                    break;
+                }
+            }
+        }
+        PlattScaling { a, b }
     }
 
     /// The calibrated probability.
@@ -375,6 +397,22 @@ mod tests {
         let fitted = PlattScaling::fit(&probability, &label);
         assert!((fitted.apply(0.8) - 0.5).abs() < 0.02, "{fitted:?}");
         assert!((fitted.apply(0.4) - 0.1).abs() < 0.02, "{fitted:?}");
+    }
+
+    #[test]
+    fn platt_scaling_never_reverses_the_order() {
+        // High scores are the good rows here: a free fit would flip the order.
+        let mut probability = vec![0.8; 100];
+        probability.extend([0.2; 100]);
+        let label: Vec<bool> = (0..200).map(|i| i >= 100 && i % 3 == 0).collect();
+        let fitted = PlattScaling::fit(&probability, &label);
+        assert!(fitted.a > 0.0, "{fitted:?}");
+        assert!(fitted.apply(0.8) > fitted.apply(0.2));
+        // With no usable slope, the calibrated probability is about the base rate.
+        assert!(
+            (fitted.apply(0.5) - 34.0 / 200.0).abs() < 0.02,
+            "{fitted:?}"
+        );
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub struct HistoryArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Days of history.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 90)]
     pub days: u32,
     /// Number of services.
     #[arg(long, default_value_t = 8)]
