@@ -167,6 +167,28 @@ fn check_risk_gate(demo: &Path) {
     ]);
     assert!(stdout(&noted).contains("1 of its"), "{}", stdout(&noted));
 
+    // Rescoring one date replaces that date's verdicts: same count, nothing added.
+    let count = || {
+        let out = maestro(&[
+            "sql",
+            "--lake",
+            lake,
+            "--format",
+            "csv",
+            "select count(*) from risk_verdicts",
+        ]);
+        stdout(&out).lines().nth(1).unwrap().to_string()
+    };
+    let before = count();
+    let date = verdict["started_at"].as_str().unwrap()[..10].to_string();
+    let rescored = maestro(&["risk", "--lake", lake, "--date", &date]);
+    assert!(
+        stdout(&rescored).contains(&format!("deployments of {date} with deployment-0001")),
+        "{}",
+        stdout(&rescored)
+    );
+    assert_eq!(count(), before);
+
     // Thresholds of zero hold everything: the gate fails with exit code 1.
     let strict = demo.join("hold-all.toml");
     std::fs::write(&strict, "[risk]\ncanary_above = 0.0\nhold_above = 0.0\n").unwrap();
