@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use maestro_datasets::WriteMode;
 use maestro_datasets::lake::Lake;
-use maestro_datasets::schema::{Deployment, RiskVerdict, Ts};
+use maestro_datasets::schema::{Deployment, RiskVerdict, Row, Ts};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -175,8 +175,7 @@ pub fn score_pending(
     txn.write(&[in_progress], WriteMode::Append)?;
     txn.commit()?;
     let options = FeatureOptions {
-        pending_deployments: scratch
-            .parts(&<Deployment as maestro_datasets::schema::Row>::TABLE)?,
+        pending_deployments: scratch.parts(&Deployment::TABLE)?,
         ..Default::default()
     };
     let table = features::build(lake, Level::Deployment, &options)?;
