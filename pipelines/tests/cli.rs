@@ -382,6 +382,16 @@ fn sql_refuses_writes_and_reports_errors_with_exit_2() {
     }
     let ok = maestro(&["sql", "--lake", lake_s, "select count(*) from changes"]);
     assert_eq!(ok.status.code(), Some(0));
+    // No rows still prints the columns.
+    let none = maestro(&[
+        "sql",
+        "--lake",
+        lake_s,
+        "--format",
+        "csv",
+        "select from_service, to_service from service_edges where false",
+    ]);
+    assert_eq!(stdout(&none), "from_service,to_service\n");
     let bad = maestro(&["ingest", "--lake", lake_s, "/nonexistent/path"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no such file"));

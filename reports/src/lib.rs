@@ -82,7 +82,14 @@ impl LakeSession {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let frame = self.ctx.sql_with_options(sql, options).await?;
-        Ok(frame.collect().await?)
+        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        // No rows still has columns: an empty batch keeps them, so a table or CSV prints its
+        // header rather than nothing.
+        if batches.is_empty() {
+            return Ok(vec![RecordBatch::new_empty(schema)]);
+        }
+        Ok(batches)
     }
 
     /// The underlying DataFusion context, for report jobs that build on it.

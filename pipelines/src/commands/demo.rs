@@ -94,7 +94,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     if let Some(trained) = trained {
         let _ = writeln!(
             next,
-            "  maestro models show --lake {} {}\n  maestro sql --lake {} \"select deployment_id, service, probability, decision, top_features from risk_verdicts where decision = 'hold' order by probability desc limit 10\"",
+            "  maestro models show --lake {} {}\n  maestro sql --lake {} \"select deployment_id, service, probability, decision, top_features from risk_verdicts order by probability desc limit 10\"",
             lake_dir.display(),
             trained.manifest.version,
             lake_dir.display(),
