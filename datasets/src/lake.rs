@@ -560,13 +560,15 @@ impl Write for HashingFile {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file and fsyncs it, so it survives a crash once this returns.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
     file.write_all(bytes).map_err(|e| Error::io(path, e))?;
     file.sync_all().map_err(|e| Error::io(path, e))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+/// Fsyncs a file or a directory (a directory's entries: renames and new files in it).
+pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))

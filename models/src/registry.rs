@@ -6,13 +6,14 @@
 //! absent. Loading checks the weights against the sha256 in the manifest and refuses a mismatch.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use maestro_datasets::lake::{sync_dir, write_synced};
 
 use crate::error::{Error, Result};
 use crate::features::Level;
@@ -194,7 +195,7 @@ impl Registry {
             .map_err(|e| Error::Registry(format!("manifest: {e}")))?;
         write_synced(&staged.join(MANIFEST), json.as_bytes())?;
         write_synced(&staged.join(CARD), card(&manifest).as_bytes())?;
-        sync_file(&weights_path)?;
+        sync_dir(&weights_path)?;
         let target = self.root.join(&version);
         fs::rename(&staged, &target).map_err(|e| Error::io(&target, e))?;
         sync_dir(&self.root)?;
@@ -219,7 +220,7 @@ impl Registry {
         write_synced(&temp, json.as_bytes())?;
         let path = self.root.join(CHAMPIONS);
         fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(&self.root)
+        Ok(sync_dir(&self.root)?)
     }
 
     /// The champion of `level`, if any.
@@ -364,22 +365,4 @@ fn micros_to_rfc3339(micros: i64) -> String {
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
-    file.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    file.sync_all().map_err(|e| Error::io(path, e))
-}
-
-fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }
