@@ -358,13 +358,29 @@ impl<'l> RunState<'l> {
         let mut line = 1i64;
         let mut offset = 0i64;
         let mut done = false;
+        // Chunk buffers parsed before, kept for the next chunks: a fresh multi-megabyte buffer
+        // per chunk cost the kernel a page fault and a zeroed page per 4 KB (7% of audit ingest).
+        let mut spare: Vec<Vec<u8>> = Vec::new();
         while !done {
-            // Gather up to two chunks to parse in parallel.
+            // Gather up to one chunk per thread to parse in parallel.
             let mut chunks: Vec<(Vec<u8>, i64, i64)> = Vec::new();
             while chunks.len() < rayon::current_num_threads().max(1) && !done {
-                let mut buf = std::mem::take(&mut carry);
+                let mut buf = if carry.len() >= options.chunk_bytes {
+                    // A line longer than a chunk goes on growing in its own buffer.
+                    std::mem::take(&mut carry)
+                } else {
+                    let mut buf = spare.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.append(&mut carry);
+                    buf
+                };
                 let start = buf.len();
-                buf.resize(options.chunk_bytes.max(start + 1), 0);
+                let room = if start < options.chunk_bytes {
+                    options.chunk_bytes
+                } else {
+                    start + options.chunk_bytes
+                };
+                buf.resize(room, 0);
                 let n = match read_up_to(&mut reader, &mut buf[start..]) {
                     Ok(n) => n,
                     Err(e) => {
@@ -392,8 +408,11 @@ impl<'l> RunState<'l> {
                 if n == 0 {
                     done = true;
                 } else {
-                    match buf.iter().rposition(|b| *b == b'\n') {
-                        Some(last_newline) => carry = buf.split_off(last_newline + 1),
+                    match memchr::memrchr(b'\n', &buf) {
+                        Some(last_newline) => {
+                            carry.extend_from_slice(&buf[last_newline + 1..]);
+                            buf.truncate(last_newline + 1);
+                        }
                         None => {
                             // A line longer than the chunk: keep reading until it ends.
                             carry = buf;
@@ -402,7 +421,7 @@ impl<'l> RunState<'l> {
                     }
                 }
                 if !buf.is_empty() {
-                    let lines_in = buf.iter().filter(|b| **b == b'\n').count() as i64;
+                    let lines_in = memchr::memchr_iter(b'\n', &buf).count() as i64;
                     let len = buf.len() as i64;
                     chunks.push((buf, line, offset));
                     line += lines_in;
@@ -426,12 +445,13 @@ impl<'l> RunState<'l> {
                     records
                 })
                 .collect();
-            for (records, (bytes, _, _)) in parsed.into_iter().zip(&chunks) {
+            for (records, (bytes, _, _)) in parsed.into_iter().zip(chunks) {
                 read += records.read;
                 rejected += records.rejected.len() as u64;
                 self.report.source_bytes += bytes.len() as u64;
                 on_progress(bytes.len() as u64);
                 self.take(path, sha256, Some(format), records)?;
+                spare.push(bytes);
             }
         }
         self.record_file(

@@ -181,6 +181,45 @@ fn gzipped_files_read_like_plain_ones_and_streaming_matches_whole_reads() {
 }
 
 #[test]
+fn small_chunks_keep_line_numbers_and_offsets_across_a_line_longer_than_a_chunk() {
+    let history = small_history();
+    let audit = std::fs::read_dir(history.path().join("sources/audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("k8s-"))
+        .unwrap();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let mut lines: Vec<String> = text.lines().take(6).map(str::to_string).collect();
+    // Line 2 grows past several chunks; line 4 is broken.
+    lines[1] = lines[1].replacen('{', &format!("{{\"padding\":\"{}\",", "x".repeat(3000)), 1);
+    lines[3] = "{\"kind\": \"Event\", broken".to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let lake = Lake::open(dir.path().join("lake")).unwrap();
+    let options = IngestOptions {
+        chunk_bytes: 512,
+        ..Default::default()
+    };
+    let report = ingest(&lake, &[path], &options, &|_| {}).unwrap();
+    assert_eq!((report.read, report.rejected), (6, 1));
+    assert_eq!(rows(&lake, &AuditEvent::TABLE), 5);
+    let rejected = &lake.read_table(&Rejection::TABLE).unwrap()[0];
+    let column = |name: &str| {
+        rejected
+            .column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    let offset_of_line_4: usize = lines[..3].iter().map(|l| l.len() + 1).sum();
+    assert_eq!(column("line"), 4);
+    assert_eq!(column("byte_offset"), offset_of_line_4 as i64);
+}
+
+#[test]
 fn a_corrupt_gzip_stream_keeps_what_was_read_and_rejects_the_rest() {
     let history = small_history();
     let dir = tempfile::tempdir().unwrap();
