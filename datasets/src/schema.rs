@@ -698,6 +698,35 @@ lake_table! {
 }
 
 lake_table! {
+    /// One test in one policy's ranking of one change's suite, from the test-selection replay:
+    /// enough to recompute every figure the replay reports.
+    TestSelectionReplay {
+        name: "test_selection_replay",
+        version: 1,
+        layout: ByDate,
+        key: [],
+        partition_at: |r| Some(r.started_at),
+    }
+    columns {
+        /// model, or a baseline: run_all, random, recently_failed, failure_rate.
+        policy: String,
+        change_id: String,
+        run_id: String,
+        service: String,
+        started_at: Ts,
+        test_id: String,
+        /// 1 for the test the policy would run first.
+        rank: i64,
+        /// The policy's score: the model's failure probability, or the baseline's own score.
+        probability: f64,
+        selected: bool,
+        /// passed, failed, flaky or skipped: what really happened in the full run.
+        outcome: String,
+        duration_s: f64,
+    }
+}
+
+lake_table! {
     /// One metric of one canary analysis: canary against baseline over the analysis window,
     /// with the analysis's overall score and verdict repeated on each of its metrics.
     CanaryVerdict {
@@ -774,11 +803,12 @@ lake_table! {
 }
 
 /// Tables that jobs compute from the raw ones: verdicts and evaluations, under `derived/`.
-pub const DERIVED_TABLES: [TableDef; 4] = [
+pub const DERIVED_TABLES: [TableDef; 5] = [
     RiskEvaluation::TABLE,
     RiskVerdict::TABLE,
     CanaryVerdict::TABLE,
     RollbackVerdict::TABLE,
+    TestSelectionReplay::TABLE,
 ];
 
 /// Every raw table, for listing and registration.

@@ -161,7 +161,7 @@ pub fn build(lake: &Lake, level: Level, options: &FeatureOptions) -> Result<Feat
 
 /// Scans every part of a table, selecting `columns`; a table without parts is an error that
 /// says to ingest history first.
-fn scan<R: Row>(lake: &Lake, columns: &[&str]) -> Result<LazyFrame> {
+pub(crate) fn scan<R: Row>(lake: &Lake, columns: &[&str]) -> Result<LazyFrame> {
     scan_parts::<R>(lake.parts(&R::TABLE)?, columns)
 }
 
@@ -192,7 +192,7 @@ fn scan_parts<R: Row>(parts: Vec<PathBuf>, columns: &[&str]) -> Result<LazyFrame
 }
 
 /// Microseconds since the epoch of a timestamp column.
-fn micros(name: &str) -> Expr {
+pub(crate) fn micros(name: &str) -> Expr {
     col(name).cast(DataType::Int64)
 }
 

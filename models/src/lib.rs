@@ -15,6 +15,8 @@ pub mod risk;
 pub mod rollback;
 pub mod scoring;
 pub mod telemetry;
+pub mod test_history;
+pub mod test_selection;
 pub mod train;
 
 pub use error::{Error, Result};

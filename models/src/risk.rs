@@ -53,18 +53,19 @@ pub struct Scaler {
 }
 
 impl Scaler {
-    fn fit(table: &FeatureTable, rows: &[usize]) -> Scaler {
-        let width = table.names.len();
+    /// Fits to `rows` of row-major `values` of `width` columns.
+    pub fn fit(values: &[f64], width: usize, rows: &[usize]) -> Scaler {
+        let row = |i: usize| &values[i * width..(i + 1) * width];
         let n = rows.len().max(1) as f64;
         let mut mean = vec![0.0; width];
         for i in rows {
-            for (m, v) in mean.iter_mut().zip(table.row(*i)) {
+            for (m, v) in mean.iter_mut().zip(row(*i)) {
                 *m += v / n;
             }
         }
         let mut var = vec![0.0; width];
         for i in rows {
-            for ((s, v), m) in var.iter_mut().zip(table.row(*i)).zip(&mean) {
+            for ((s, v), m) in var.iter_mut().zip(row(*i)).zip(&mean) {
                 *s += (v - m).powi(2) / n;
             }
         }
@@ -76,13 +77,18 @@ impl Scaler {
         Scaler { mean, std }
     }
 
-    /// Standardised row-major values of `rows`, as f32 for candle.
+    /// Standardised row-major values of `rows` of `table`, as f32 for candle.
     pub fn transform(&self, table: &FeatureTable, rows: &[usize]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(rows.len() * self.mean.len());
+        self.transform_rows(&table.values, rows)
+    }
+
+    /// Standardised `rows` of row-major `values` with this scaler's width, as f32 for candle.
+    pub fn transform_rows(&self, values: &[f64], rows: &[usize]) -> Vec<f32> {
+        let width = self.mean.len();
+        let mut out = Vec::with_capacity(rows.len() * width);
         for i in rows {
             out.extend(
-                table
-                    .row(*i)
+                values[i * width..(i + 1) * width]
                     .iter()
                     .zip(self.mean.iter().zip(&self.std))
                     .map(|(v, (m, s))| ((v - m) / s) as f32),
@@ -285,7 +291,7 @@ fn fit_model(
     level: Level,
     config: &TrainConfig,
 ) -> Result<(RiskModel, TrainReport)> {
-    let scaler = Scaler::fit(table, &parts.fit);
+    let scaler = Scaler::fit(&table.values, table.names.len(), &parts.fit);
     let (x_fit, y_fit) = (
         scaler.transform(table, &parts.fit),
         label_f32(table, &parts.fit),

@@ -55,6 +55,44 @@ pub enum Command {
     /// Judge every canary deployment (canary_verdicts) and whether every deployment should
     /// roll back (rollback_verdicts), and how the judges did against what happened.
     Judge(LakeArgs),
+    /// Replay a model over history in time order and compare it with baselines.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+/// `maestro eval`.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Test selection: for each change, a model trained only on earlier runs ranks and selects
+    /// its tests; prints time run, failures caught and APFD beside the baselines, and keeps every
+    /// ranking in `test_selection_replay`.
+    Tests(EvalTestsArgs),
+}
+
+/// `maestro eval tests`.
+#[derive(Debug, Args)]
+pub struct EvalTestsArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// First date to replay (YYYY-MM-DD) [default: once 14 days of history are there to learn from].
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<String>,
+    /// Last date to replay (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<String>,
+    /// Select until the estimated chance of catching a failing change reaches this.
+    #[arg(long, default_value_t = 0.95, conflicts_with = "budget")]
+    pub confidence: f64,
+    /// Select within a budget instead: a share of the suite's time ("30%") or a duration
+    /// ("90s", "15m").
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Train a new model every this many days.
+    #[arg(long, default_value_t = 7)]
+    pub retrain_days: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
 }
 
 /// `maestro risk`.

@@ -67,6 +67,29 @@ fn demo_generates_ingests_and_summarises_the_lake() {
         .find(|l| l.starts_with("deployment-0001"))
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(line.trim_end().ends_with('*'), "{listed}");
+    // The test-selection replay runs on the same lake and keeps its rankings.
+    let replayed = maestro(&["eval", "tests", "--lake", lake.to_str().unwrap()]);
+    let replay_text = stdout(&replayed);
+    assert_eq!(replayed.status.code(), Some(0), "{replay_text}");
+    assert!(replay_text.contains("recently_failed"), "{replay_text}");
+    let kept = maestro(&[
+        "sql",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+        "select count(distinct policy) as policies from test_selection_replay",
+    ]);
+    assert_eq!(stdout(&kept).trim(), "policies\n5");
+    let bad_budget = maestro(&[
+        "eval",
+        "tests",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--budget",
+        "lots",
+    ]);
+    assert_eq!(bad_budget.status.code(), Some(2));
     for table in [
         "changes",
         "deployments",

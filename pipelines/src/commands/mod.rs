@@ -1,6 +1,7 @@
 //! One module per subcommand; each takes its parsed arguments and returns an [`Outcome`].
 
 mod demo;
+mod eval;
 mod generate;
 mod ingest;
 mod judge;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Models(command) => models::run(&command),
         Command::Risk(args) => risk::run(&args, cli.config.as_deref()),
         Command::Judge(args) => judge::run(&args, cli.config.as_deref()),
+        Command::Eval(command) => eval::run(&command),
     }
 }
 

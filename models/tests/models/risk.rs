@@ -2,13 +2,6 @@
 //! point-in-time correct, training is reproducible bit for bit, the registry refuses tampered
 //! weights, and champions are promoted and rolled back.
 
-#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-
-use std::path::Path;
-
-use maestro_datasets::Lake;
-use maestro_datasets::generate::{GenerateOptions, generate};
-use maestro_datasets::ingest::{IngestOptions, ingest};
 use maestro_datasets::schema::{RiskEvaluation, Row};
 use maestro_models::features::{self, FeatureOptions, Level};
 use maestro_models::network::{ModelKind, TrainConfig};
@@ -16,28 +9,7 @@ use maestro_models::registry::Registry;
 use maestro_models::risk::{RiskTrainOptions, read_oracle};
 use maestro_models::train::train_risk;
 
-/// A lake holding `days` of generated history for four services, and the generator's folder.
-fn lake_with_history(root: &Path, days: u32) -> Lake {
-    let sources = root.join("history");
-    generate(
-        &sources,
-        &GenerateOptions {
-            days,
-            services: 4,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let lake = Lake::open(root.join("lake")).unwrap();
-    ingest(
-        &lake,
-        &[sources.join("sources")],
-        &IngestOptions::default(),
-        &|_| {},
-    )
-    .unwrap();
-    lake
-}
+use crate::lake_with_history;
 
 fn quick(kind: ModelKind, seed: u64) -> RiskTrainOptions {
     RiskTrainOptions {

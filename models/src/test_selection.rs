@@ -1,0 +1,809 @@
+//! Test selection: a candle model of the chance that a test fails for a change, the policy that
+//! turns its probabilities into a selection, and the replay that judges both over history.
+//!
+//! The policy ranks tests by failure probability per second of test time and selects from the
+//! top until a target is met: a confidence (the estimated chance that, if the change breaks any
+//! test, a selected one fails) or a budget (a share of the suite's time, or seconds). Tests never
+//! seen before and must-run tests are always selected, ahead of the rest.
+//!
+//! The replay walks history in time order. Every `retrain_days` it trains a model on the pairs
+//! of the runs before that moment only, then ranks the suites of the following runs with it.
+//! Beside the model it ranks the same suites with four baselines, each given the time the model's
+//! selection took on that run: run everything, random order, most recently failed first, and
+//! historical failure rate.
+
+use std::collections::HashMap;
+
+use maestro_datasets::schema::{TestSelectionReplay, Ts};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::metrics::PlattScaling;
+use crate::network::{Matrix, ModelKind, Network, TrainConfig};
+use crate::risk::Scaler;
+use crate::test_history::{
+    ChangeFacts, History, Outcome, PAIR_FEATURES, TestRun, TestStats, read_changes, read_runs,
+    service_distances,
+};
+use maestro_datasets::lake::Lake;
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// A suite counts as run in full when it executed at least this share of the most tests its
+/// service's runs have executed so far.
+const FULL_SUITE_SHARE: f64 = 0.9;
+
+/// Durations below this count as this, so that probability per second stays finite.
+const MIN_SECONDS: f64 = 0.01;
+
+/// What to select until.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Estimated chance of catching a failing change, 0 to 1.
+    Confidence(f64),
+    /// A share of the suite's time, 0 to 1.
+    TimeShare(f64),
+    /// Seconds of test time.
+    Seconds(f64),
+}
+
+impl Target {
+    /// A budget as people write it: a share of the suite's time ("30%") or a duration ("90s",
+    /// "15m", "1h").
+    pub fn parse_budget(text: &str) -> Result<Target> {
+        let text = text.trim();
+        let number = |digits: &str| -> Result<f64> {
+            digits
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| {
+                    Error::Data(format!(
+                        "budget {text:?}: expected a share like 30% or a duration like 90s, 15m or 1h"
+                    ))
+                })
+        };
+        if let Some(percent) = text.strip_suffix('%') {
+            let share = number(percent)? / 100.0;
+            if share > 1.0 {
+                return Err(Error::Data(format!(
+                    "budget {text:?}: more than 100% of the suite"
+                )));
+            }
+            return Ok(Target::TimeShare(share));
+        }
+        for (unit, seconds) in [("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
+            if let Some(value) = text.strip_suffix(unit) {
+                return Ok(Target::Seconds(number(value)? * seconds));
+            }
+        }
+        Err(Error::Data(format!(
+            "budget {text:?}: expected a share like 30% or a duration like 90s, 15m or 1h"
+        )))
+    }
+}
+
+/// Why a test was selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Never seen before: nothing is known of it.
+    NewTest,
+    /// Listed as must-run in the configuration.
+    MustRun,
+    /// Among the highest failure probability per second, until the target was met.
+    Ranked,
+    /// Not selected.
+    Skipped,
+}
+
+/// One test to consider for a change.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct Candidate {
+    pub test_id: String,
+    pub probability: f64,
+    /// Expected seconds: the test's mean duration so far.
+    pub duration_s: f64,
+    pub seen_before: bool,
+    pub must_run: bool,
+}
+
+/// A policy's answer for one change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// Candidate indices, first to run first.
+    pub order: Vec<usize>,
+    /// Per candidate (in candidate order): why it was selected, or `Skipped`.
+    pub reasons: Vec<Reason>,
+    /// Estimated chance that the selection catches a failing change, by the probabilities.
+    pub confidence: f64,
+    /// Expected seconds of the selected tests.
+    pub selected_seconds: f64,
+    /// Expected seconds of every candidate.
+    pub total_seconds: f64,
+}
+
+impl Selection {
+    /// Whether candidate `i` is selected.
+    pub fn selected(&self, i: usize) -> bool {
+        self.reasons[i] != Reason::Skipped
+    }
+}
+
+/// Ranks `candidates` by failure probability per second and selects until `target` holds.
+pub fn select(candidates: &[Candidate], target: Target) -> Selection {
+    let per_second: Vec<f64> = candidates
+        .iter()
+        .map(|c| c.probability / c.duration_s.max(MIN_SECONDS))
+        .collect();
+    select_in_order(candidates, &rank(candidates, &per_second), target)
+}
+
+/// Candidate indices by `score`, highest first (ties by test id), after the never-seen and
+/// must-run tests.
+fn rank(candidates: &[Candidate], score: &[f64]) -> Vec<usize> {
+    let always = |c: &Candidate| c.must_run || !c.seen_before;
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|a, b| {
+        always(&candidates[*b])
+            .cmp(&always(&candidates[*a]))
+            .then(score[*b].total_cmp(&score[*a]))
+            .then(candidates[*a].test_id.cmp(&candidates[*b].test_id))
+    });
+    order
+}
+
+/// Selects down `order` until `target` holds; never-seen and must-run tests always.
+fn select_in_order(candidates: &[Candidate], order: &[usize], target: Target) -> Selection {
+    let total_seconds: f64 = candidates.iter().map(|c| c.duration_s).sum();
+    let log_none = |c: &Candidate| (-c.probability.clamp(0.0, 1.0 - 1e-12)).ln_1p();
+    // Failures taken as independent, a selected failure means a failing change, so the chance of
+    // catching a failing change is P(some selected test fails) / P(some test fails).
+    let p_any_fails = -candidates.iter().map(log_none).sum::<f64>().exp_m1();
+    let confidence_of = |log_none_selected: f64| {
+        if p_any_fails <= 0.0 {
+            1.0
+        } else {
+            (-log_none_selected.exp_m1() / p_any_fails).min(1.0)
+        }
+    };
+    let mut reasons = vec![Reason::Skipped; candidates.len()];
+    let mut log_none_selected = 0.0f64;
+    let mut selected_seconds = 0.0;
+    for i in order {
+        let c = &candidates[*i];
+        let reason = if !c.seen_before {
+            Reason::NewTest
+        } else if c.must_run {
+            Reason::MustRun
+        } else {
+            let met = match target {
+                Target::Confidence(goal) => confidence_of(log_none_selected) >= goal,
+                Target::TimeShare(share) => {
+                    selected_seconds + c.duration_s > share * total_seconds + 1e-9
+                }
+                Target::Seconds(limit) => selected_seconds + c.duration_s > limit + 1e-9,
+            };
+            if met {
+                continue;
+            }
+            Reason::Ranked
+        };
+        reasons[*i] = reason;
+        log_none_selected += log_none(c);
+        selected_seconds += c.duration_s;
+    }
+    Selection {
+        order: order.to_vec(),
+        reasons,
+        confidence: confidence_of(log_none_selected),
+        selected_seconds,
+        total_seconds,
+    }
+}
+
+/// A trained test-failure model.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct TestModel {
+    pub kind: ModelKind,
+    pub features: Vec<String>,
+    pub scaler: Scaler,
+    pub network: Network,
+    pub calibration: PlattScaling,
+}
+
+impl TestModel {
+    /// Calibrated failure probabilities of `rows` of `pairs`.
+    pub fn predict(&self, pairs: &Pairs, rows: &[usize]) -> Result<Vec<f64>> {
+        let x = self.scaler.transform_rows(&pairs.values, rows);
+        Ok(self
+            .network
+            .predict(&x, self.features.len())?
+            .into_iter()
+            .map(|p| self.calibration.apply(p))
+            .collect())
+    }
+}
+
+/// (change, test) pairs of full suites, in time order.
+#[derive(Debug, Clone, Default)]
+pub struct Pairs {
+    /// Row-major features, `PAIR_FEATURES.len()` per row.
+    pub values: Vec<f64>,
+    /// Index of each pair's run in the run list.
+    pub run: Vec<usize>,
+    /// Index of each pair's test in its run.
+    pub test: Vec<usize>,
+    /// Start of each pair's run, microseconds.
+    pub at: Vec<i64>,
+    /// Whether the test really failed (flaky is not failed).
+    pub failed: Vec<bool>,
+    /// What the history said of the test before the run; `None` when never seen.
+    pub stats: Vec<Option<TestStats>>,
+}
+
+impl Pairs {
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+}
+
+/// The facts of a run's change; a change the lake does not hold has no files or author.
+fn change_of(run: &TestRun, changes: &HashMap<String, ChangeFacts>) -> ChangeFacts {
+    run.change_id
+        .as_ref()
+        .and_then(|id| changes.get(id))
+        .cloned()
+        .unwrap_or_else(|| ChangeFacts {
+            service: run.service.clone(),
+            ..Default::default()
+        })
+}
+
+/// Walks `runs` in order: the pairs of every full suite run for a change, each featurised from
+/// the history before its run. Returns the pairs and the history after the last run.
+pub fn build_pairs(
+    runs: &[TestRun],
+    changes: &HashMap<String, ChangeFacts>,
+    mut history: History,
+) -> (Pairs, History) {
+    let mut pairs = Pairs::default();
+    let mut largest_suite: HashMap<&str, usize> = HashMap::new();
+    for (r, run) in runs.iter().enumerate() {
+        let change = change_of(run, changes);
+        let executed = run.executed();
+        let largest = largest_suite.entry(&run.service).or_default();
+        *largest = (*largest).max(executed);
+        let full = executed as f64 >= FULL_SUITE_SHARE * *largest as f64;
+        if full && run.change_id.is_some() {
+            for (t, test) in run.tests.iter().enumerate() {
+                if test.outcome == Outcome::Skipped {
+                    continue;
+                }
+                pairs
+                    .values
+                    .extend(history.features(&change, &run.service, test, run.at));
+                pairs.run.push(r);
+                pairs.test.push(t);
+                pairs.at.push(run.at);
+                pairs.failed.push(test.outcome == Outcome::Failed);
+                pairs.stats.push(history.stats(&test.test_id));
+            }
+        }
+        history.observe(run, &change);
+    }
+    (pairs, history)
+}
+
+/// Trains on `rows` of `pairs` (in time order): the latest `validation_share` of them stop the
+/// training early and calibrate it.
+pub fn train(
+    pairs: &Pairs,
+    rows: &[usize],
+    config: &TrainConfig,
+    validation_share: f64,
+) -> Result<TestModel> {
+    let split = ((rows.len() as f64) * (1.0 - validation_share)).round() as usize;
+    let (fit, validation) = rows.split_at(split.min(rows.len()));
+    let has_both = |part: &[usize]| {
+        part.iter().any(|i| pairs.failed[*i]) && part.iter().any(|i| !pairs.failed[*i])
+    };
+    if !has_both(fit) || !has_both(validation) {
+        return Err(Error::Data(format!(
+            "too little test history to learn from: {} pairs, and the training or validation part has no failures or no passes",
+            rows.len()
+        )));
+    }
+    let width = PAIR_FEATURES.len();
+    let scaler = Scaler::fit(&pairs.values, width, fit);
+    let labels = |part: &[usize]| -> Vec<f32> {
+        part.iter()
+            .map(|i| f32::from(u8::from(pairs.failed[*i])))
+            .collect()
+    };
+    let (x_fit, y_fit) = (scaler.transform_rows(&pairs.values, fit), labels(fit));
+    let (x_valid, y_valid) = (
+        scaler.transform_rows(&pairs.values, validation),
+        labels(validation),
+    );
+    let (network, _report) = Network::train(
+        config,
+        &Matrix {
+            x: &x_fit,
+            y: &y_fit,
+            columns: width,
+        },
+        &Matrix {
+            x: &x_valid,
+            y: &y_valid,
+            columns: width,
+        },
+    )?;
+    let raw_valid = network.predict(&x_valid, width)?;
+    let valid_labels: Vec<bool> = validation.iter().map(|i| pairs.failed[*i]).collect();
+    Ok(TestModel {
+        kind: config.kind,
+        features: PAIR_FEATURES.iter().map(|f| f.to_string()).collect(),
+        scaler,
+        network,
+        calibration: PlattScaling::fit(&raw_valid, &valid_labels),
+    })
+}
+
+/// How to replay.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct ReplayOptions {
+    /// Replay runs from this instant (microseconds); default: once there is enough history.
+    pub from: Option<i64>,
+    /// Replay runs before this instant.
+    pub to: Option<i64>,
+    /// History to learn from before the first replayed run, in days.
+    pub min_history_days: i64,
+    /// A new model every this many days, trained on everything before.
+    pub retrain_days: i64,
+    /// The model policy's target.
+    pub target: Target,
+    /// Tests always selected.
+    pub must_run: Vec<String>,
+    pub train: TrainConfig,
+    pub validation_share: f64,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            from: None,
+            to: None,
+            min_history_days: 14,
+            retrain_days: 7,
+            target: Target::Confidence(0.95),
+            must_run: Vec::new(),
+            train: TrainConfig {
+                kind: ModelKind::Mlp,
+                hidden: vec![32, 16],
+                max_epochs: 60,
+                batch_size: 1024,
+                patience: 6,
+                ..Default::default()
+            },
+            validation_share: 0.2,
+        }
+    }
+}
+
+/// The policies the replay compares, the model first.
+pub const POLICIES: [&str; 5] = [
+    "model",
+    "run_all",
+    "random",
+    "recently_failed",
+    "failure_rate",
+];
+
+/// One policy's figures over the replayed changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct PolicyFigures {
+    pub policy: String,
+    /// Selected test time over the full suites' time.
+    pub time_share: f64,
+    pub failing_tests_caught: f64,
+    pub failing_changes_caught: f64,
+    /// Mean APFD of the policy's full ranking over the failing changes.
+    pub apfd: f64,
+}
+
+/// A point of the confidence curve: the model's selection at one confidence target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct CurvePoint {
+    pub confidence: f64,
+    pub time_share: f64,
+    pub failing_changes_caught: f64,
+}
+
+/// What the replay found.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct ReplayReport {
+    pub changes: usize,
+    pub failing_changes: usize,
+    pub failing_tests: usize,
+    pub trainings: usize,
+    /// Pairs the first model was trained on.
+    pub first_training_pairs: usize,
+    pub policies: Vec<PolicyFigures>,
+    pub curve: Vec<CurvePoint>,
+    /// Every ranking scored, for `test_selection_replay`.
+    #[serde(skip)]
+    pub rows: Vec<TestSelectionReplay>,
+}
+
+/// Confidence targets of the curve.
+const CURVE_TARGETS: [f64; 10] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0];
+
+/// Replays test selection over the lake's history.
+pub fn replay(lake: &Lake, options: &ReplayOptions) -> Result<ReplayReport> {
+    let runs = read_runs(lake)?;
+    let changes = read_changes(lake)?;
+    let history = History::new(service_distances(lake)?);
+    let (pairs, _) = build_pairs(&runs, &changes, history);
+    if pairs.is_empty() {
+        return Err(Error::Data(
+            "no full test suite run for a change in the lake: nothing to replay".into(),
+        ));
+    }
+    let start = pairs.at[0] + options.min_history_days * DAY_MICROS;
+    let from = options.from.map_or(start, |f| f.max(start));
+    let to = options.to.unwrap_or(i64::MAX);
+    // Pair rows per run, in order.
+    let mut per_run: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, run) in pairs.run.iter().enumerate() {
+        if pairs.at[i] < from || pairs.at[i] >= to {
+            continue;
+        }
+        match per_run.last_mut() {
+            Some((r, rows)) if r == run => rows.push(i),
+            _ => per_run.push((*run, vec![i])),
+        }
+    }
+    if per_run.is_empty() {
+        return Err(Error::Data(format!(
+            "no full suite run to replay between {} and {} (the first {} days of history only train)",
+            Ts(from).to_rfc3339(),
+            Ts(to.min(i64::MAX / 2)).to_rfc3339(),
+            options.min_history_days
+        )));
+    }
+
+    let mut probability = vec![f64::NAN; pairs.len()];
+    let mut trainings = 0;
+    let mut first_training_pairs = 0;
+    let mut window_start = from;
+    let mut next = 0usize;
+    while next < per_run.len() {
+        let window_end = window_start + options.retrain_days * DAY_MICROS;
+        let in_window: Vec<usize> = per_run[next..]
+            .iter()
+            .take_while(|(_, rows)| pairs.at[rows[0]] < window_end)
+            .flat_map(|(_, rows)| rows.iter().copied())
+            .collect();
+        let runs_in_window = per_run[next..]
+            .iter()
+            .take_while(|(_, rows)| pairs.at[rows[0]] < window_end)
+            .count();
+        if runs_in_window > 0 {
+            let past: Vec<usize> = (0..pairs.len())
+                .filter(|i| pairs.at[*i] < window_start)
+                .collect();
+            let model = train(&pairs, &past, &options.train, options.validation_share)?;
+            if trainings == 0 {
+                first_training_pairs = past.len();
+            }
+            trainings += 1;
+            for (i, p) in in_window.iter().zip(model.predict(&pairs, &in_window)?) {
+                probability[*i] = p;
+            }
+        }
+        next += runs_in_window;
+        window_start = window_end;
+    }
+    Ok(judge(
+        &runs,
+        &pairs,
+        &probability,
+        &per_run,
+        options,
+        trainings,
+        first_training_pairs,
+    ))
+}
+
+/// Each policy's ranking and selection of every replayed run, and the figures over them.
+fn judge(
+    runs: &[TestRun],
+    pairs: &Pairs,
+    probability: &[f64],
+    per_run: &[(usize, Vec<usize>)],
+    options: &ReplayOptions,
+    trainings: usize,
+    first_training_pairs: usize,
+) -> ReplayReport {
+    let mut rng = ChaCha8Rng::seed_from_u64(options.train.seed);
+    let mut totals: Vec<Totals> = POLICIES.iter().map(|_| Totals::default()).collect();
+    let mut curve_totals: Vec<Totals> = CURVE_TARGETS.iter().map(|_| Totals::default()).collect();
+    let mut rows = Vec::new();
+    let (mut failing_changes, mut failing_tests) = (0, 0);
+    for (run_index, pair_rows) in per_run {
+        let run = &runs[*run_index];
+        // The policies know only each test's mean duration so far; the time they are charged is
+        // what the tests really took in this run.
+        let candidates: Vec<Candidate> = pair_rows
+            .iter()
+            .map(|i| Candidate {
+                test_id: run.tests[pairs.test[*i]].test_id.clone(),
+                probability: probability[*i],
+                duration_s: pairs.stats[*i].map_or(0.0, |s| s.mean_duration_s),
+                seen_before: pairs.stats[*i].is_some(),
+                must_run: options
+                    .must_run
+                    .contains(&run.tests[pairs.test[*i]].test_id),
+            })
+            .collect();
+        let actual_s: Vec<f64> = pair_rows
+            .iter()
+            .map(|i| run.tests[pairs.test[*i]].duration_s)
+            .collect();
+        let failed: Vec<bool> = pair_rows.iter().map(|i| pairs.failed[*i]).collect();
+        failing_tests += failed.iter().filter(|f| **f).count();
+        failing_changes += usize::from(failed.iter().any(|f| *f));
+
+        let model = select(&candidates, options.target);
+        let budget = Target::Seconds(model.selected_seconds);
+        let stats: Vec<TestStats> = pair_rows
+            .iter()
+            .map(|i| pairs.stats[*i].unwrap_or_default())
+            .collect();
+        let mut shuffled: Vec<usize> = (0..candidates.len()).collect();
+        shuffled.shuffle(&mut rng);
+        let random_score: Vec<f64> = {
+            let mut score = vec![0.0; candidates.len()];
+            for (rank, i) in shuffled.iter().enumerate() {
+                score[*i] = 1.0 - rank as f64 / candidates.len() as f64;
+            }
+            score
+        };
+        let recency: Vec<f64> = stats
+            .iter()
+            .map(|s| {
+                s.last_failure_at
+                    .map_or(0.0, |t| t as f64 / DAY_MICROS as f64)
+            })
+            .collect();
+        let rates: Vec<f64> = stats.iter().map(|s| s.failure_rate).collect();
+        let selections: Vec<(Selection, Vec<f64>)> = vec![
+            (model, candidates.iter().map(|c| c.probability).collect()),
+            (run_everything(&candidates), vec![1.0; candidates.len()]),
+            (by_score(&candidates, &random_score, budget), random_score),
+            (by_score(&candidates, &recency, budget), recency),
+            (by_score(&candidates, &rates, budget), rates),
+        ];
+        for (((selection, scores), policy), total) in
+            selections.iter().zip(POLICIES).zip(&mut totals)
+        {
+            total.add(selection, &failed, &actual_s);
+            for (rank, i) in selection.order.iter().enumerate() {
+                let test = &run.tests[pairs.test[pair_rows[*i]]];
+                rows.push(TestSelectionReplay {
+                    policy: policy.to_string(),
+                    change_id: run.change_id.clone().unwrap_or_default(),
+                    run_id: run.run_id.clone(),
+                    service: run.service.clone(),
+                    started_at: Ts(run.at),
+                    test_id: test.test_id.clone(),
+                    rank: rank as i64 + 1,
+                    probability: scores[*i],
+                    selected: selection.selected(*i),
+                    outcome: test.outcome.name().to_string(),
+                    duration_s: test.duration_s,
+                });
+            }
+        }
+        for (goal, total) in CURVE_TARGETS.iter().zip(&mut curve_totals) {
+            total.add(
+                &select(&candidates, Target::Confidence(*goal)),
+                &failed,
+                &actual_s,
+            );
+        }
+    }
+    ReplayReport {
+        changes: per_run.len(),
+        failing_changes,
+        failing_tests,
+        trainings,
+        first_training_pairs,
+        policies: POLICIES
+            .iter()
+            .zip(&totals)
+            .map(|(policy, t)| t.figures(policy))
+            .collect(),
+        curve: CURVE_TARGETS
+            .iter()
+            .zip(&curve_totals)
+            .map(|(goal, t)| CurvePoint {
+                confidence: *goal,
+                time_share: t.time_share(),
+                failing_changes_caught: ratio(t.failing_changes_caught, t.failing_changes),
+            })
+            .collect(),
+        rows,
+    }
+}
+
+/// Every test, in test id order.
+fn run_everything(candidates: &[Candidate]) -> Selection {
+    let order = rank(candidates, &vec![0.0; candidates.len()]);
+    select_in_order(candidates, &order, Target::TimeShare(1.0))
+}
+
+/// A baseline: ranks by `score` and selects within `budget`.
+fn by_score(candidates: &[Candidate], score: &[f64], budget: Target) -> Selection {
+    select_in_order(candidates, &rank(candidates, score), budget)
+}
+
+/// Sums of one policy over the replayed runs.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    selected_seconds: f64,
+    total_seconds: f64,
+    failing_tests: usize,
+    failing_tests_caught: usize,
+    failing_changes: usize,
+    failing_changes_caught: usize,
+    apfd_sum: f64,
+}
+
+impl Totals {
+    fn add(&mut self, selection: &Selection, failed: &[bool], actual_s: &[f64]) {
+        self.selected_seconds += (0..failed.len())
+            .filter(|i| selection.selected(*i))
+            .map(|i| actual_s[i])
+            .sum::<f64>();
+        self.total_seconds += actual_s.iter().sum::<f64>();
+        let caught = (0..failed.len())
+            .filter(|i| failed[*i] && selection.selected(*i))
+            .count();
+        let failing = failed.iter().filter(|f| **f).count();
+        self.failing_tests += failing;
+        self.failing_tests_caught += caught;
+        if failing > 0 {
+            self.failing_changes += 1;
+            self.failing_changes_caught += usize::from(caught > 0);
+            self.apfd_sum += apfd(&selection.order, failed);
+        }
+    }
+
+    fn time_share(&self) -> f64 {
+        if self.total_seconds > 0.0 {
+            self.selected_seconds / self.total_seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn figures(&self, policy: &str) -> PolicyFigures {
+        PolicyFigures {
+            policy: policy.to_string(),
+            time_share: self.time_share(),
+            failing_tests_caught: ratio(self.failing_tests_caught, self.failing_tests),
+            failing_changes_caught: ratio(self.failing_changes_caught, self.failing_changes),
+            apfd: if self.failing_changes > 0 {
+                self.apfd_sum / self.failing_changes as f64
+            } else {
+                f64::NAN
+            },
+        }
+    }
+}
+
+fn ratio(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        f64::NAN
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Average percentage of faults detected of a ranking, each failing test a fault:
+/// `1 - (sum of the failing tests' positions) / (n m) + 1 / (2n)`.
+pub fn apfd(order: &[usize], failed: &[bool]) -> f64 {
+    let n = order.len() as f64;
+    let positions: Vec<f64> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| failed[**i])
+        .map(|(rank, _)| rank as f64 + 1.0)
+        .collect();
+    let m = positions.len() as f64;
+    if m == 0.0 || n == 0.0 {
+        return f64::NAN;
+    }
+    1.0 - positions.iter().sum::<f64>() / (n * m) + 1.0 / (2.0 * n)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn candidate(id: &str, probability: f64, duration_s: f64) -> Candidate {
+        Candidate {
+            test_id: id.into(),
+            probability,
+            duration_s,
+            seen_before: true,
+            must_run: false,
+        }
+    }
+
+    #[test]
+    fn ranks_by_probability_per_second_and_always_runs_new_tests() {
+        let mut candidates = vec![
+            candidate("slow", 0.5, 100.0),
+            candidate("quick", 0.2, 1.0),
+            candidate("safe", 0.001, 1.0),
+            candidate("new", 0.0, 50.0),
+        ];
+        candidates[3].seen_before = false;
+        let selection = select(&candidates, Target::Confidence(0.5));
+        assert_eq!(selection.order, [3, 1, 0, 2]);
+        assert_eq!(selection.reasons[3], Reason::NewTest);
+        assert_eq!(selection.reasons[1], Reason::Ranked);
+        // quick alone catches 0.2 / (1 - 0.8 * 0.5 * 0.999) of failing changes: under half.
+        assert_eq!(selection.reasons[0], Reason::Ranked);
+        assert_eq!(selection.reasons[2], Reason::Skipped);
+        assert!(selection.confidence >= 0.5);
+    }
+
+    #[test]
+    fn a_time_share_budget_is_never_exceeded() {
+        let candidates = vec![
+            candidate("a", 0.3, 10.0),
+            candidate("b", 0.2, 10.0),
+            candidate("c", 0.1, 10.0),
+        ];
+        let selection = select(&candidates, Target::TimeShare(0.5));
+        assert_eq!(selection.selected_seconds, 10.0);
+        assert!(selection.selected(0) && !selection.selected(1));
+    }
+
+    #[test]
+    fn budgets_read_as_people_write_them() {
+        assert_eq!(Target::parse_budget("30%").unwrap(), Target::TimeShare(0.3));
+        assert_eq!(Target::parse_budget("15m").unwrap(), Target::Seconds(900.0));
+        assert!(Target::parse_budget("150%").is_err());
+        assert!(Target::parse_budget("soon").is_err());
+    }
+
+    #[test]
+    fn apfd_rewards_failures_found_early() {
+        let failed = [false, false, true, false];
+        assert_eq!(apfd(&[2, 0, 1, 3], &failed), 1.0 - 1.0 / 4.0 + 1.0 / 8.0);
+        assert_eq!(apfd(&[0, 1, 3, 2], &failed), 1.0 - 4.0 / 4.0 + 1.0 / 8.0);
+    }
+}
