@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use maestro_datasets::lake::Lake;
 use maestro_datasets::schema::{Change, Deployment, Incident, Row, ServiceEdge, TestResult};
 use petgraph::Direction;
-use petgraph::graph::DiGraph;
+use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Bfs;
 use polars::prelude::*;
 
@@ -529,8 +529,11 @@ pub struct GraphPosition {
     pub blast_radius: f64,
 }
 
-/// The graph position of every service in `service_edges`; empty when the lake has no edges.
-pub fn graph_positions(lake: &Lake) -> Result<BTreeMap<String, GraphPosition>> {
+/// The service dependency graph of `service_edges` (an edge from caller to callee, each pair
+/// once) and each service's node; empty when the lake has no edges.
+pub(crate) fn service_graph(
+    lake: &Lake,
+) -> Result<(DiGraph<String, ()>, BTreeMap<String, NodeIndex>)> {
     let edges = match scan::<ServiceEdge>(lake, &["from_service", "to_service"]) {
         Ok(edges) => edges.collect()?,
         Err(Error::Data(_)) => DataFrame::empty(),
@@ -556,6 +559,12 @@ pub fn graph_positions(lake: &Lake) -> Result<BTreeMap<String, GraphPosition>> {
             graph.add_edge(a, b, ());
         }
     }
+    Ok((graph, nodes))
+}
+
+/// The graph position of every service in `service_edges`; empty when the lake has no edges.
+pub fn graph_positions(lake: &Lake) -> Result<BTreeMap<String, GraphPosition>> {
+    let (graph, nodes) = service_graph(lake)?;
     let mut positions = BTreeMap::new();
     for (name, index) in &nodes {
         // Everything that reaches this service along "calls" edges breaks when it does.

@@ -15,15 +15,15 @@
 //! - the distance in the service graph between the changed service and the test's service;
 //! - the change's size and file count, and its author's past share of changes with a failure.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use maestro_datasets::lake::Lake;
-use maestro_datasets::schema::{Change, ServiceEdge, TestResult};
-use petgraph::graph::UnGraph;
+use maestro_datasets::schema::{Change, TestResult};
+use petgraph::Undirected;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::features::{micros, scan};
+use crate::features::{micros, scan, service_graph};
 
 /// Names of the pair features, in column order.
 pub const PAIR_FEATURES: [&str; 17] = [
@@ -294,25 +294,8 @@ pub fn read_changes(lake: &Lake) -> Result<HashMap<String, ChangeFacts>> {
 
 /// Hops between every pair of services connected in `service_edges`, either direction.
 pub fn service_distances(lake: &Lake) -> Result<HashMap<(String, String), u32>> {
-    let edges = match scan::<ServiceEdge>(lake, &["from_service", "to_service"]) {
-        Ok(edges) => edges.collect()?,
-        Err(Error::Data(_)) => return Ok(HashMap::new()),
-        Err(e) => return Err(e),
-    };
-    let from = edges.column("from_service")?.str()?.clone();
-    let to = edges.column("to_service")?.str()?.clone();
-    let mut graph = UnGraph::<String, ()>::new_undirected();
-    let mut nodes = BTreeMap::new();
-    for (a, b) in from.iter().zip(to.iter()) {
-        let (Some(a), Some(b)) = (a, b) else { continue };
-        let mut node = |name: &str| {
-            *nodes
-                .entry(name.to_string())
-                .or_insert_with(|| graph.add_node(name.to_string()))
-        };
-        let (a, b) = (node(a), node(b));
-        graph.update_edge(a, b, ());
-    }
+    let (graph, nodes) = service_graph(lake)?;
+    let graph = graph.into_edge_type::<Undirected>();
     let mut distances = HashMap::new();
     for (name, index) in &nodes {
         for (other, hops) in petgraph::algo::dijkstra(&graph, *index, None, |_| 1u32) {
