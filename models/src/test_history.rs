@@ -15,12 +15,13 @@
 //! - the distance in the service graph between the changed service and the test's service;
 //! - the change's size and file count, and its author's past share of changes with a failure.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use maestro_datasets::lake::Lake;
 use maestro_datasets::schema::{Change, TestResult};
 use petgraph::Undirected;
 use polars::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::features::{micros, scan, service_graph};
@@ -57,6 +58,10 @@ const GENERIC_TOKENS: [&str; 16] = [
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
+/// A suite counts as run in full when it executed at least this share of the most tests its
+/// service's runs have executed so far.
+const FULL_SUITE_SHARE: f64 = 0.9;
+
 /// How one test went in one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -87,6 +92,8 @@ impl Outcome {
 #[allow(missing_docs)] // fields named for what they hold
 pub struct TestOutcome {
     pub test_id: String,
+    /// Name of the test case, without its class.
+    pub name: String,
     pub suite: String,
     pub file: Option<String>,
     pub classname: Option<String>,
@@ -146,6 +153,7 @@ pub fn read_runs(lake: &Lake) -> Result<Vec<TestRun>> {
             "service",
             "suite",
             "test_id",
+            "name",
             "classname",
             "file",
             "status",
@@ -160,6 +168,7 @@ pub fn read_runs(lake: &Lake) -> Result<Vec<TestRun>> {
         col("change_id").first(),
         col("service").first(),
         col("suite").first(),
+        col("name").first(),
         col("classname").first(),
         col("file").first(),
         col("at").min(),
@@ -194,7 +203,7 @@ pub fn read_runs(lake: &Lake) -> Result<Vec<TestRun>> {
             .collect())
     };
     let (run_ids, test_ids, change_ids) = (text("run_id")?, text("test_id")?, text("change_id")?);
-    let (services, suites) = (text("service")?, text("suite")?);
+    let (services, suites, names) = (text("service")?, text("suite")?, text("name")?);
     let (classnames, files) = (text("classname")?, text("file")?);
     let (any_failure, last_failure, skipped) = (
         flag("any_failure")?,
@@ -236,6 +245,7 @@ pub fn read_runs(lake: &Lake) -> Result<Vec<TestRun>> {
         };
         run.tests.push(TestOutcome {
             test_id: test_ids[i].clone().unwrap_or_default(),
+            name: names[i].clone().unwrap_or_default(),
             suite: suites[i].clone().unwrap_or_default(),
             file: files[i].clone(),
             classname: classnames[i].clone(),
@@ -292,51 +302,72 @@ pub fn read_changes(lake: &Lake) -> Result<HashMap<String, ChangeFacts>> {
     Ok(changes)
 }
 
-/// Hops between every pair of services connected in `service_edges`, either direction.
-pub fn service_distances(lake: &Lake) -> Result<HashMap<(String, String), u32>> {
+/// Hops from each service to every service connected to it in `service_edges`, either
+/// direction.
+pub fn service_distances(lake: &Lake) -> Result<Distances> {
     let (graph, nodes) = service_graph(lake)?;
     let graph = graph.into_edge_type::<Undirected>();
-    let mut distances = HashMap::new();
+    let mut distances = Distances::new();
     for (name, index) in &nodes {
-        for (other, hops) in petgraph::algo::dijkstra(&graph, *index, None, |_| 1u32) {
-            distances.insert((name.clone(), graph[other].clone()), hops);
-        }
+        let reachable = petgraph::algo::dijkstra(&graph, *index, None, |_| 1u32);
+        distances.insert(
+            name.clone(),
+            reachable
+                .into_iter()
+                .map(|(other, hops)| (graph[other].clone(), hops))
+                .collect(),
+        );
     }
     Ok(distances)
 }
 
+/// Service -> other service -> hops between them.
+pub type Distances = BTreeMap<String, BTreeMap<String, u32>>;
+
 /// What is known of one test so far.
-#[derive(Debug, Clone, Default)]
-struct TestState {
-    runs: u32,
-    failures: u32,
-    flakes: u32,
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct TestState {
+    /// Service of the suite it last ran in.
+    pub service: String,
+    pub suite: String,
+    pub name: String,
+    pub classname: Option<String>,
+    pub file: Option<String>,
+    pub runs: u32,
+    pub failures: u32,
+    pub flakes: u32,
     runs_since_failure: u32,
     total_duration: f64,
     /// (time, failed) of recent runs, at most 30 days old.
     recent: VecDeque<(i64, bool)>,
     /// Tokens of its file, class and suite.
-    tokens: HashSet<String>,
+    tokens: BTreeSet<String>,
     /// When it last failed, microseconds.
     last_failure_at: Option<i64>,
 }
 
 /// Runs and failures of a test when a path was among the changed ones.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct CoFailure {
     runs: u32,
     failures: u32,
 }
 
-/// Everything the walk has seen: the state features are computed from.
-#[derive(Debug, Clone, Default)]
+/// Everything the walk has seen: the state features are computed from. Ordered maps, so that
+/// a saved history is the same bytes for the same runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct History {
-    tests: HashMap<String, TestState>,
-    /// (test, path or directory) -> co-failure counts.
-    co_failure: HashMap<(String, String), CoFailure>,
+    tests: BTreeMap<String, TestState>,
+    /// test -> changed path or directory -> co-failure counts.
+    co_failure: BTreeMap<String, BTreeMap<String, CoFailure>>,
     /// author -> (changes, changes with a failing run).
-    authors: HashMap<String, (u32, u32)>,
-    distances: HashMap<(String, String), u32>,
+    authors: BTreeMap<String, (u32, u32)>,
+    distances: Distances,
+    /// service -> the most tests one of its runs has executed.
+    largest_suite: BTreeMap<String, usize>,
+    /// service -> test ids of its latest full suite run.
+    suites: BTreeMap<String, Vec<String>>,
 }
 
 /// What the history says of one test, for the baselines and the policy.
@@ -352,11 +383,44 @@ pub struct TestStats {
 
 impl History {
     /// An empty history over a service graph.
-    pub fn new(distances: HashMap<(String, String), u32>) -> History {
+    pub fn new(distances: Distances) -> History {
         History {
             distances,
             ..Default::default()
         }
+    }
+
+    /// Whether `run` executed its service's suite in full: at least 90% of the most tests a run
+    /// of that service has executed, this one included.
+    pub fn is_full(&self, run: &TestRun) -> bool {
+        let executed = run.executed();
+        let largest = self
+            .largest_suite
+            .get(&run.service)
+            .copied()
+            .unwrap_or(0)
+            .max(executed);
+        executed > 0 && executed as f64 >= FULL_SUITE_SHARE * largest as f64
+    }
+
+    /// Test ids of `service`'s latest full suite run, in id order.
+    pub fn suite(&self, service: &str) -> &[String] {
+        self.suites.get(service).map_or(&[], Vec::as_slice)
+    }
+
+    /// Services with a full suite run.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.suites.keys().map(String::as_str)
+    }
+
+    /// Everything known of `test_id`.
+    pub fn test(&self, test_id: &str) -> Option<&TestState> {
+        self.tests.get(test_id)
+    }
+
+    /// Every test seen, in id order.
+    pub fn tests(&self) -> impl Iterator<Item = (&str, &TestState)> {
+        self.tests.iter().map(|(id, s)| (id.as_str(), s))
     }
 
     /// What is known of `test_id`, or `None` for a test never seen.
@@ -402,11 +466,12 @@ impl History {
                 recent.len() as u32,
             )
         };
-        let co_failure = |paths: &mut dyn Iterator<Item = String>| -> (f64, f64) {
+        let test_co_failure = self.co_failure.get(&test.test_id);
+        let co_failure = |paths: &mut dyn Iterator<Item = &String>| -> (f64, f64) {
             let mut best = 0.0f64;
             let mut count = 0u32;
             for path in paths {
-                if let Some(c) = self.co_failure.get(&(test.test_id.clone(), path)) {
+                if let Some(c) = test_co_failure.and_then(|m| m.get(path)) {
                     // One smoothed rate: a single co-failure in one run is weak evidence.
                     best = best.max(f64::from(c.failures) / (f64::from(c.runs) + 1.0));
                     count += c.failures;
@@ -414,11 +479,15 @@ impl History {
             }
             (best, f64::from(count).ln_1p())
         };
-        let (file_rate, file_count) = co_failure(&mut change.files.iter().cloned());
-        let (dir_rate, dir_count) = co_failure(&mut directories(&change.files).into_iter());
+        let (file_rate, file_count) = co_failure(&mut change.files.iter());
+        let (dir_rate, dir_count) = co_failure(&mut directories(&change.files).iter());
+        let fresh_tokens;
         let test_tokens = match state {
-            Some(s) => s.tokens.clone(),
-            None => test_tokens(test),
+            Some(s) => &s.tokens,
+            None => {
+                fresh_tokens = test_tokens(test);
+                &fresh_tokens
+            }
         };
         let overlap = change
             .files
@@ -436,7 +505,8 @@ impl History {
             0.0
         } else {
             self.distances
-                .get(&(change.service.clone(), test_service.to_string()))
+                .get(&change.service)
+                .and_then(|d| d.get(test_service))
                 .map_or(NO_PATH, |d| f64::from(*d))
         };
         let (author_changes, author_failing) = change
@@ -468,6 +538,18 @@ impl History {
 
     /// Folds a finished run into the history.
     pub fn observe(&mut self, run: &TestRun, change: &ChangeFacts) {
+        if self.is_full(run) {
+            let mut suite: Vec<String> = run
+                .tests
+                .iter()
+                .filter(|t| t.outcome != Outcome::Skipped)
+                .map(|t| t.test_id.clone())
+                .collect();
+            suite.sort();
+            self.suites.insert(run.service.clone(), suite);
+        }
+        let largest = self.largest_suite.entry(run.service.clone()).or_default();
+        *largest = (*largest).max(run.executed());
         let directories = directories(&change.files);
         for test in run.tests.iter().filter(|t| t.outcome != Outcome::Skipped) {
             let failed = test.outcome == Outcome::Failed;
@@ -478,6 +560,11 @@ impl History {
                     tokens: test_tokens(test),
                     ..Default::default()
                 });
+            state.service.clone_from(&run.service);
+            state.suite.clone_from(&test.suite);
+            state.name.clone_from(&test.name);
+            state.classname.clone_from(&test.classname);
+            state.file.clone_from(&test.file);
             state.runs += 1;
             state.total_duration += test.duration_s;
             if failed {
@@ -498,11 +585,9 @@ impl History {
             {
                 state.recent.pop_front();
             }
+            let co_failure = self.co_failure.entry(test.test_id.clone()).or_default();
             for path in change.files.iter().chain(&directories) {
-                let entry = self
-                    .co_failure
-                    .entry((test.test_id.clone(), path.clone()))
-                    .or_default();
+                let entry = co_failure.entry(path.clone()).or_default();
                 entry.runs += 1;
                 entry.failures += u32::from(failed);
             }
@@ -535,7 +620,7 @@ fn directories(files: &[String]) -> Vec<String> {
 }
 
 /// Lower-case word tokens of a path or name, without generic ones and numbers.
-fn path_tokens(text: &str) -> HashSet<String> {
+fn path_tokens(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|t| !t.is_empty() && !t.chars().all(|c| c.is_ascii_digit()))
         .map(str::to_ascii_lowercase)
@@ -543,7 +628,7 @@ fn path_tokens(text: &str) -> HashSet<String> {
         .collect()
 }
 
-fn test_tokens(test: &TestOutcome) -> HashSet<String> {
+fn test_tokens(test: &TestOutcome) -> BTreeSet<String> {
     let mut tokens = path_tokens(&test.suite);
     for text in [&test.file, &test.classname].into_iter().flatten() {
         tokens.extend(path_tokens(text));
@@ -559,6 +644,7 @@ mod tests {
     fn outcome(test_id: &str, outcome: Outcome) -> TestOutcome {
         TestOutcome {
             test_id: test_id.into(),
+            name: test_id.into(),
             suite: "api-tests".into(),
             file: Some("tests/billing_test.rs".into()),
             classname: Some("api.billing_test".into()),
@@ -589,7 +675,7 @@ mod tests {
             files: vec!["src/billing/invoice.rs".into()],
             size: 40.0,
         };
-        let mut history = History::new(HashMap::new());
+        let mut history = History::new(Distances::new());
         let test = outcome("t", Outcome::Passed);
         let before = history.features(&change, "api", &test, 0);
         assert_eq!(feature(&before, "runs_seen"), 0.0);
@@ -612,7 +698,7 @@ mod tests {
     #[test]
     fn tokens_skip_generic_words_and_numbers() {
         let tokens = path_tokens("src/Billing/lib_3.rs");
-        assert_eq!(tokens, HashSet::from(["billing".to_string()]));
+        assert_eq!(tokens, BTreeSet::from(["billing".to_string()]));
         assert_eq!(
             directories(&["a/b/c.rs".into(), "a/b/d.rs".into()]),
             ["a/b/"]

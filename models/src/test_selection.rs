@@ -32,10 +32,6 @@ use maestro_datasets::lake::Lake;
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
-/// A suite counts as run in full when it executed at least this share of the most tests its
-/// service's runs have executed so far.
-const FULL_SUITE_SHARE: f64 = 0.9;
-
 /// Durations below this count as this, so that probability per second stays finite.
 const MIN_SECONDS: f64 = 0.01;
 
@@ -281,14 +277,9 @@ pub fn build_pairs(
     mut history: History,
 ) -> (Pairs, History) {
     let mut pairs = Pairs::default();
-    let mut largest_suite: HashMap<&str, usize> = HashMap::new();
     for (r, run) in runs.iter().enumerate() {
         let change = change_of(run, changes);
-        let executed = run.executed();
-        let largest = largest_suite.entry(&run.service).or_default();
-        *largest = (*largest).max(executed);
-        let full = executed as f64 >= FULL_SUITE_SHARE * *largest as f64;
-        if full && run.change_id.is_some() {
+        if history.is_full(run) && run.change_id.is_some() {
             for (t, test) in run.tests.iter().enumerate() {
                 if test.outcome == Outcome::Skipped {
                     continue;

@@ -1,7 +1,6 @@
 //! Test selection end to end: pairs are point-in-time correct, and the replay trains only on the
 //! past, keeps every ranking it scored, and beats the baselines on generated history.
 
-use std::collections::HashMap;
 
 use maestro_models::network::{ModelKind, TrainConfig};
 use maestro_models::test_history::{History, read_changes, read_runs};
@@ -16,9 +15,9 @@ fn pairs_of_a_run_do_not_depend_on_later_runs() {
     let runs = read_runs(&lake).unwrap();
     let changes = read_changes(&lake).unwrap();
     assert!(runs.windows(2).all(|w| w[0].at <= w[1].at));
-    let (all, _) = build_pairs(&runs, &changes, History::new(HashMap::new()));
+    let (all, _) = build_pairs(&runs, &changes, History::default());
     let half = runs.len() / 2;
-    let (early, _) = build_pairs(&runs[..half], &changes, History::new(HashMap::new()));
+    let (early, _) = build_pairs(&runs[..half], &changes, History::default());
     assert!(!early.is_empty());
     assert_eq!(all.values[..early.values.len()], early.values[..]);
     // Some pairs failed and some tests were flaky, and flaky ones are not labelled failed.
