@@ -2,8 +2,8 @@
 //! calibration and the model registry.
 //!
 //! In: the lake's raw tables (Parquet, read with polars). Out: trained models in the registry
-//! (`models/risk/<version>/`: safetensors weights, manifest, card) and evaluation rows for the
-//! `risk_evaluation` table. polars stays inside `features`, candle inside `network`.
+//! (`models/risk/<version>/` and `models/tests/<version>/`: safetensors weights, manifest, card)
+//! and evaluation rows for the `risk_evaluation` and `test_selection_replay` tables. polars stays inside `features`, candle inside `network`.
 
 pub mod canary;
 pub mod error;
@@ -16,6 +16,7 @@ pub mod rollback;
 pub mod scoring;
 pub mod telemetry;
 pub mod test_history;
+pub mod test_registry;
 pub mod test_selection;
 pub mod train;
 

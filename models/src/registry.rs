@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,8 +23,8 @@ use crate::network::{ModelKind, Network, TrainConfig, TrainReport};
 use crate::risk::{RiskEvaluationReport, RiskModel, Scaler, Split, TrainedRisk};
 
 const WEIGHTS: &str = "model.safetensors";
-const MANIFEST: &str = "manifest.json";
-const CARD: &str = "card.md";
+pub(crate) const MANIFEST: &str = "manifest.json";
+pub(crate) const CARD: &str = "card.md";
 const CHAMPIONS: &str = "champions.json";
 
 /// What `manifest.json` says of a model.
@@ -49,29 +50,30 @@ pub struct Manifest {
     pub code_version: String,
 }
 
-/// The registry of risk models in a lake.
-pub struct Registry {
+/// One family of versioned models under `<lake>/models/<family>/`: version folders written
+/// whole or not at all, weights checked against their manifest on load, and a champions file
+/// (per key, the champion and the champions before it).
+#[derive(Debug, Clone)]
+pub(crate) struct ModelFolder {
     root: PathBuf,
 }
 
-/// Champions per level: the last entry is the current one.
+/// Champions per key: the last entry is the current one.
 type Champions = BTreeMap<String, Vec<String>>;
 
-impl Registry {
-    /// The registry under `<lake>/models/risk`.
-    pub fn new(lake_root: &Path) -> Registry {
-        Registry {
-            root: lake_root.join("models").join("risk"),
+impl ModelFolder {
+    pub(crate) fn new(lake_root: &Path, family: &str) -> ModelFolder {
+        ModelFolder {
+            root: lake_root.join("models").join(family),
         }
     }
 
-    /// The registry's folder.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Every version, oldest first.
-    pub fn versions(&self) -> Result<Vec<Manifest>> {
+    /// Names of every whole version, in order.
+    pub(crate) fn version_names(&self) -> Result<Vec<String>> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -84,11 +86,11 @@ impl Registry {
             .filter(|n| !n.starts_with('.'))
             .collect();
         names.sort();
-        names.iter().map(|n| self.manifest(n)).collect()
+        Ok(names)
     }
 
     /// The manifest of `version`.
-    pub fn manifest(&self, version: &str) -> Result<Manifest> {
+    pub(crate) fn manifest<T: DeserializeOwned>(&self, version: &str) -> Result<T> {
         let path = self.root.join(version).join(MANIFEST);
         let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Registry(format!(
@@ -102,46 +104,47 @@ impl Registry {
     }
 
     /// The card of `version`.
-    pub fn card(&self, version: &str) -> Result<String> {
+    pub(crate) fn card(&self, version: &str) -> Result<String> {
         let path = self.root.join(version).join(CARD);
         fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
     }
 
-    /// Loads `version`, refusing weights whose sha256 differs from the manifest's.
-    pub fn load(&self, version: &str) -> Result<RiskModel> {
-        let manifest = self.manifest(version)?;
-        let path = self.root.join(version).join(WEIGHTS);
+    /// The bytes of `file` of `version`, refused when their sha256 is not `sha256`.
+    pub(crate) fn read_checked(&self, version: &str, file: &str, sha256: &str) -> Result<Vec<u8>> {
+        let path = self.root.join(version).join(file);
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let actual = sha256_hex(&bytes);
-        if actual != manifest.weights_sha256 {
+        if actual != sha256 {
             return Err(Error::Registry(format!(
-                "{}: sha256 {actual} differs from the manifest's {}: the weights were changed; refusing to load them",
+                "{}: sha256 {actual} differs from the manifest's {sha256}: the file was changed; refusing to load it",
                 path.display(),
-                manifest.weights_sha256
             )));
         }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-        let network = Network::from_tensors(&tensors)?;
-        if network.columns() != manifest.features.len() {
-            return Err(Error::Registry(format!(
-                "{version}: the weights take {} features but the manifest names {}",
-                network.columns(),
-                manifest.features.len()
-            )));
-        }
-        Ok(RiskModel {
-            level: manifest.level,
-            kind: manifest.model,
-            features: manifest.features,
-            scaler: manifest.scaler,
-            network,
-            calibration: manifest.calibration,
-        })
+        Ok(bytes)
     }
 
-    /// The next version name of `level`: `<level>-0001`, `<level>-0002`...
-    fn next_version(&self, level: Level) -> Result<String> {
-        let prefix = format!("{}-", level.name());
+    /// The network of `version`, checked against the manifest's sha256 and feature count.
+    pub(crate) fn load_network(
+        &self,
+        version: &str,
+        sha256: &str,
+        features: usize,
+    ) -> Result<Network> {
+        let bytes = self.read_checked(version, WEIGHTS, sha256)?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+        let network = Network::from_tensors(&tensors)?;
+        if network.columns() != features {
+            return Err(Error::Registry(format!(
+                "{version}: the weights take {} features but the manifest names {features}",
+                network.columns(),
+            )));
+        }
+        Ok(network)
+    }
+
+    /// The next version name with `prefix`: `<prefix>-0001`, `<prefix>-0002`...
+    pub(crate) fn next_version(&self, prefix: &str) -> String {
+        let prefix = format!("{prefix}-");
         let mut highest = 0u32;
         if let Ok(entries) = fs::read_dir(&self.root) {
             for entry in entries.filter_map(|e| e.ok()) {
@@ -153,53 +156,33 @@ impl Registry {
                 }
             }
         }
-        Ok(format!("{prefix}{:04}", highest + 1))
+        format!("{prefix}{:04}", highest + 1)
     }
 
-    /// Stores a trained model as a new version and returns its manifest.
-    pub fn store(
+    /// Writes `version`: the network's weights, then the files `describe` makes from the
+    /// weights' sha256 (the manifest and card among them), all staged, fsynced and renamed.
+    pub(crate) fn store(
         &self,
-        trained: &TrainedRisk,
-        seed: u64,
-        config: &TrainConfig,
-    ) -> Result<Manifest> {
+        version: &str,
+        network: &Network,
+        describe: impl FnOnce(String) -> Result<Vec<(&'static str, Vec<u8>)>>,
+    ) -> Result<()> {
         fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
-        let version = self.next_version(trained.model.level)?;
         let staged = self.root.join(format!(".staging-{version}"));
         if staged.exists() {
             fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
         }
         fs::create_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
         let weights_path = staged.join(WEIGHTS);
-        candle_core::safetensors::save(&trained.model.network.tensors(), &weights_path)?;
+        candle_core::safetensors::save(&network.tensors(), &weights_path)?;
         let weights = fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-        let manifest = Manifest {
-            version: version.clone(),
-            level: trained.model.level,
-            model: trained.model.kind,
-            weights_sha256: sha256_hex(&weights),
-            features: trained.model.features.clone(),
-            scaler: trained.model.scaler.clone(),
-            calibration: trained.model.calibration,
-            training: trained.training.clone(),
-            validation: trained.validation.clone(),
-            evaluation: trained.evaluation.clone(),
-            training_data_sha256: trained.training_data_sha256.clone(),
-            metrics: trained.metrics.clone(),
-            hyperparameters: config.clone(),
-            training_report: trained.report.clone(),
-            seed,
-            code_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let json = serde_json::to_string_pretty(&manifest)
-            .map_err(|e| Error::Registry(format!("manifest: {e}")))?;
-        write_synced(&staged.join(MANIFEST), json.as_bytes())?;
-        write_synced(&staged.join(CARD), card(&manifest).as_bytes())?;
+        for (name, bytes) in describe(sha256_hex(&weights))? {
+            write_synced(&staged.join(name), &bytes)?;
+        }
         sync_dir(&weights_path)?;
-        let target = self.root.join(&version);
+        let target = self.root.join(version);
         fs::rename(&staged, &target).map_err(|e| Error::io(&target, e))?;
-        sync_dir(&self.root)?;
-        Ok(manifest)
+        Ok(sync_dir(&self.root)?)
     }
 
     fn champions(&self) -> Result<Champions> {
@@ -223,35 +206,28 @@ impl Registry {
         Ok(sync_dir(&self.root)?)
     }
 
-    /// The champion of `level`, if any.
-    pub fn champion(&self, level: Level) -> Result<Option<String>> {
-        Ok(self
-            .champions()?
-            .get(level.name())
-            .and_then(|h| h.last().cloned()))
+    /// The champion under `key`, if any.
+    pub(crate) fn champion(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.champions()?.get(key).and_then(|h| h.last().cloned()))
     }
 
-    /// Makes `version` the champion of its level.
-    pub fn promote(&self, version: &str) -> Result<()> {
-        let manifest = self.manifest(version)?;
+    /// Makes `version` the champion under `key`.
+    pub(crate) fn promote(&self, key: &str, version: &str) -> Result<()> {
         let mut champions = self.champions()?;
-        let history = champions
-            .entry(manifest.level.name().to_string())
-            .or_default();
+        let history = champions.entry(key.to_string()).or_default();
         if history.last().map(String::as_str) != Some(version) {
             history.push(version.to_string());
         }
         self.save_champions(&champions)
     }
 
-    /// Restores the previous champion of `level`; returns it.
-    pub fn rollback(&self, level: Level) -> Result<String> {
+    /// Restores the previous champion under `key`; returns it.
+    pub(crate) fn rollback(&self, key: &str) -> Result<String> {
         let mut champions = self.champions()?;
-        let history = champions.entry(level.name().to_string()).or_default();
+        let history = champions.entry(key.to_string()).or_default();
         if history.len() < 2 {
             return Err(Error::Registry(format!(
-                "no earlier {} champion to roll back to",
-                level.name()
+                "no earlier {key} champion to roll back to"
             )));
         }
         history.pop();
@@ -259,6 +235,120 @@ impl Registry {
         self.save_champions(&champions)?;
         Ok(restored)
     }
+}
+
+/// The registry of risk models in a lake.
+pub struct Registry {
+    folder: ModelFolder,
+}
+
+impl Registry {
+    /// The registry under `<lake>/models/risk`.
+    pub fn new(lake_root: &Path) -> Registry {
+        Registry {
+            folder: ModelFolder::new(lake_root, "risk"),
+        }
+    }
+
+    /// The registry's folder.
+    pub fn root(&self) -> &Path {
+        self.folder.root()
+    }
+
+    /// Every version, oldest first.
+    pub fn versions(&self) -> Result<Vec<Manifest>> {
+        self.folder
+            .version_names()?
+            .iter()
+            .map(|n| self.manifest(n))
+            .collect()
+    }
+
+    /// The manifest of `version`.
+    pub fn manifest(&self, version: &str) -> Result<Manifest> {
+        self.folder.manifest(version)
+    }
+
+    /// The card of `version`.
+    pub fn card(&self, version: &str) -> Result<String> {
+        self.folder.card(version)
+    }
+
+    /// Loads `version`, refusing weights whose sha256 differs from the manifest's.
+    pub fn load(&self, version: &str) -> Result<RiskModel> {
+        let manifest = self.manifest(version)?;
+        let network =
+            self.folder
+                .load_network(version, &manifest.weights_sha256, manifest.features.len())?;
+        Ok(RiskModel {
+            level: manifest.level,
+            kind: manifest.model,
+            features: manifest.features,
+            scaler: manifest.scaler,
+            network,
+            calibration: manifest.calibration,
+        })
+    }
+
+    /// Stores a trained model as a new version and returns its manifest.
+    pub fn store(
+        &self,
+        trained: &TrainedRisk,
+        seed: u64,
+        config: &TrainConfig,
+    ) -> Result<Manifest> {
+        let version = self.folder.next_version(trained.model.level.name());
+        let mut stored = None;
+        self.folder
+            .store(&version, &trained.model.network, |weights_sha256| {
+                let manifest = Manifest {
+                    version: version.clone(),
+                    level: trained.model.level,
+                    model: trained.model.kind,
+                    weights_sha256,
+                    features: trained.model.features.clone(),
+                    scaler: trained.model.scaler.clone(),
+                    calibration: trained.model.calibration,
+                    training: trained.training.clone(),
+                    validation: trained.validation.clone(),
+                    evaluation: trained.evaluation.clone(),
+                    training_data_sha256: trained.training_data_sha256.clone(),
+                    metrics: trained.metrics.clone(),
+                    hyperparameters: config.clone(),
+                    training_report: trained.report.clone(),
+                    seed,
+                    code_version: env!("CARGO_PKG_VERSION").to_string(),
+                };
+                let files = vec![
+                    (MANIFEST, to_json(&manifest)?),
+                    (CARD, card(&manifest).into_bytes()),
+                ];
+                stored = Some(manifest);
+                Ok(files)
+            })?;
+        stored.ok_or_else(|| Error::Registry(format!("{version}: no manifest written")))
+    }
+
+    /// The champion of `level`, if any.
+    pub fn champion(&self, level: Level) -> Result<Option<String>> {
+        self.folder.champion(level.name())
+    }
+
+    /// Makes `version` the champion of its level.
+    pub fn promote(&self, version: &str) -> Result<()> {
+        let manifest = self.manifest(version)?;
+        self.folder.promote(manifest.level.name(), version)
+    }
+
+    /// Restores the previous champion of `level`; returns it.
+    pub fn rollback(&self, level: Level) -> Result<String> {
+        self.folder.rollback(level.name())
+    }
+}
+
+/// Pretty JSON of a manifest.
+pub(crate) fn to_json(value: &impl Serialize) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Registry(format!("manifest: {e}")))
 }
 
 /// The model card: what the model is for, what it learned from, how it measured, and its limits.
@@ -359,7 +449,7 @@ fn card(m: &Manifest) -> String {
     text
 }
 
-fn micros_to_rfc3339(micros: i64) -> String {
+pub(crate) fn micros_to_rfc3339(micros: i64) -> String {
     maestro_datasets::schema::Ts(micros).to_rfc3339()
 }
 

@@ -18,15 +18,15 @@ use maestro_datasets::schema::{TestSelectionReplay, Ts};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::PlattScaling;
-use crate::network::{Matrix, ModelKind, Network, TrainConfig};
+use crate::network::{Matrix, ModelKind, Network, TrainConfig, TrainReport};
 use crate::risk::Scaler;
 use crate::test_history::{
-    ChangeFacts, History, Outcome, PAIR_FEATURES, TestRun, TestStats, read_changes, read_runs,
-    service_distances,
+    ChangeFacts, History, Outcome, PAIR_FEATURES, TestOutcome, TestRun, TestStats, read_changes,
+    read_runs, service_distances,
 };
 use maestro_datasets::lake::Lake;
 
@@ -36,7 +36,7 @@ const DAY_MICROS: i64 = 86_400_000_000;
 const MIN_SECONDS: f64 = 0.01;
 
 /// What to select until.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// Estimated chance of catching a failing change, 0 to 1.
@@ -213,12 +213,13 @@ pub struct TestModel {
     pub scaler: Scaler,
     pub network: Network,
     pub calibration: PlattScaling,
+    pub report: TrainReport,
 }
 
 impl TestModel {
-    /// Calibrated failure probabilities of `rows` of `pairs`.
-    pub fn predict(&self, pairs: &Pairs, rows: &[usize]) -> Result<Vec<f64>> {
-        let x = self.scaler.transform_rows(&pairs.values, rows);
+    /// Calibrated failure probabilities of `rows` of row-major pair features `values`.
+    pub fn predict(&self, values: &[f64], rows: &[usize]) -> Result<Vec<f64>> {
+        let x = self.scaler.transform_rows(values, rows);
         Ok(self
             .network
             .predict(&x, self.features.len())?
@@ -226,6 +227,176 @@ impl TestModel {
             .map(|p| self.calibration.apply(p))
             .collect())
     }
+}
+
+/// A change as CI describes it when it asks which tests to run.
+#[derive(Debug, Clone, Default)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct ChangeRequest {
+    /// The service whose suite runs; `None` when the history holds one service only.
+    pub service: Option<String>,
+    /// Changed paths; empty when unknown, and then history alone ranks the tests.
+    pub files: Vec<String>,
+    pub author: Option<String>,
+    /// Lines added plus deleted, when known.
+    pub size: Option<f64>,
+    /// When the suite runs, microseconds: the recent failure windows end here.
+    pub at: i64,
+    /// The suite's test ids, when CI knows them; else the service's latest full suite. Ids the
+    /// history has never seen are new tests.
+    pub tests: Option<Vec<String>>,
+}
+
+/// One test of a served selection.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct TestPick {
+    pub test_id: String,
+    pub name: String,
+    pub classname: Option<String>,
+    pub file: Option<String>,
+    /// Calibrated chance that it fails for this change; `None` for a new test.
+    pub probability: Option<f64>,
+    /// Expected seconds: its mean duration so far.
+    pub duration_s: f64,
+    pub selected: bool,
+    pub reason: Reason,
+}
+
+/// What `select-tests` answers: the suite in the order to run it, selected tests first.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct ServedSelection {
+    pub service: String,
+    pub target: Target,
+    pub confidence: f64,
+    pub selected_tests: usize,
+    pub selected_seconds: f64,
+    pub total_seconds: f64,
+    pub tests: Vec<TestPick>,
+}
+
+/// Ranks the suite of `request`'s service for its change with `model` and the saved `history`,
+/// and selects until `target` holds; `must_run` tests are always selected.
+pub fn select_for_change(
+    model: &TestModel,
+    history: &History,
+    request: &ChangeRequest,
+    target: Target,
+    must_run: &[String],
+) -> Result<ServedSelection> {
+    let service = match &request.service {
+        Some(service) => service.clone(),
+        None => {
+            let services: Vec<&str> = history.services().collect();
+            match services.as_slice() {
+                [only] => only.to_string(),
+                _ => {
+                    return Err(Error::Data(format!(
+                        "name the service whose suite runs: the history holds {} ({})",
+                        services.len(),
+                        services.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    let test_ids: Vec<String> = match &request.tests {
+        Some(tests) => tests.clone(),
+        None => history.suite(&service).to_vec(),
+    };
+    if test_ids.is_empty() {
+        return Err(Error::Data(format!(
+            "no suite known for service {service:?}: the history has no full run of it; pass the suite's tests"
+        )));
+    }
+    let change = ChangeFacts {
+        service: service.clone(),
+        author: request.author.clone(),
+        files: request.files.clone(),
+        size: request.size.unwrap_or(0.0),
+    };
+    let outcomes: Vec<TestOutcome> = test_ids
+        .iter()
+        .map(|id| match history.test(id) {
+            Some(state) => TestOutcome {
+                test_id: id.clone(),
+                name: state.name.clone(),
+                suite: state.suite.clone(),
+                file: state.file.clone(),
+                classname: state.classname.clone(),
+                outcome: Outcome::Passed,
+                duration_s: 0.0,
+            },
+            // A new test: its id is `classname::name` as the JUnit reader writes it.
+            None => {
+                let (classname, name) = match id.rsplit_once("::") {
+                    Some((class, name)) => (Some(class.to_string()), name.to_string()),
+                    None => (None, id.clone()),
+                };
+                TestOutcome {
+                    test_id: id.clone(),
+                    name,
+                    suite: String::new(),
+                    file: None,
+                    classname,
+                    outcome: Outcome::Passed,
+                    duration_s: 0.0,
+                }
+            }
+        })
+        .collect();
+    let mut values = Vec::with_capacity(outcomes.len() * PAIR_FEATURES.len());
+    for test in &outcomes {
+        values.extend(history.features(&change, &service, test, request.at));
+    }
+    let rows: Vec<usize> = (0..outcomes.len()).collect();
+    let probabilities = model.predict(&values, &rows)?;
+    let candidates: Vec<Candidate> = outcomes
+        .iter()
+        .zip(probabilities)
+        .map(|(test, probability)| {
+            let stats = history.stats(&test.test_id);
+            Candidate {
+                test_id: test.test_id.clone(),
+                probability,
+                duration_s: stats.map_or(0.0, |s| s.mean_duration_s),
+                seen_before: stats.is_some(),
+                must_run: must_run.contains(&test.test_id),
+            }
+        })
+        .collect();
+    let selection = select(&candidates, target);
+    let mut order = selection.order.clone();
+    // Selected tests first, each group in rank order.
+    order.sort_by_key(|i| !selection.selected(*i));
+    let tests = order
+        .iter()
+        .map(|i| {
+            let (test, candidate) = (&outcomes[*i], &candidates[*i]);
+            TestPick {
+                test_id: test.test_id.clone(),
+                name: test.name.clone(),
+                classname: test.classname.clone(),
+                file: test.file.clone(),
+                probability: candidate.seen_before.then_some(candidate.probability),
+                duration_s: candidate.duration_s,
+                selected: selection.selected(*i),
+                reason: selection.reasons[*i],
+            }
+        })
+        .collect();
+    Ok(ServedSelection {
+        service,
+        target,
+        confidence: selection.confidence,
+        selected_tests: (0..candidates.len())
+            .filter(|i| selection.selected(*i))
+            .count(),
+        selected_seconds: selection.selected_seconds,
+        total_seconds: selection.total_seconds,
+        tests,
+    })
 }
 
 /// (change, test) pairs of full suites, in time order.
@@ -330,7 +501,7 @@ pub fn train(
         scaler.transform_rows(&pairs.values, validation),
         labels(validation),
     );
-    let (network, _report) = Network::train(
+    let (network, report) = Network::train(
         config,
         &Matrix {
             x: &x_fit,
@@ -351,6 +522,7 @@ pub fn train(
         scaler,
         network,
         calibration: PlattScaling::fit(&raw_valid, &valid_labels),
+        report,
     })
 }
 
@@ -372,6 +544,8 @@ pub struct ReplayOptions {
     pub must_run: Vec<String>,
     pub train: TrainConfig,
     pub validation_share: f64,
+    /// Rank with this model instead of training: to replay a stored model.
+    pub fixed_model: Option<TestModel>,
 }
 
 impl Default for ReplayOptions {
@@ -392,6 +566,7 @@ impl Default for ReplayOptions {
                 ..Default::default()
             },
             validation_share: 0.2,
+            fixed_model: None,
         }
     }
 }
@@ -405,25 +580,35 @@ pub const POLICIES: [&str; 5] = [
     "failure_rate",
 ];
 
-/// One policy's figures over the replayed changes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One policy's figures over the replayed changes. A share with nothing to share of is NaN,
+/// written as null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // fields named for what they hold
 pub struct PolicyFigures {
     pub policy: String,
     /// Selected test time over the full suites' time.
     pub time_share: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub failing_tests_caught: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub failing_changes_caught: f64,
     /// Mean APFD of the policy's full ranking over the failing changes.
+    #[serde(deserialize_with = "null_as_nan")]
     pub apfd: f64,
 }
 
+/// JSON writes NaN as null; reads it back as NaN.
+fn null_as_nan<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
 /// A point of the confidence curve: the model's selection at one confidence target.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // fields named for what they hold
 pub struct CurvePoint {
     pub confidence: f64,
     pub time_share: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub failing_changes_caught: f64,
 }
 
@@ -442,6 +627,37 @@ pub struct ReplayReport {
     /// Every ranking scored, for `test_selection_replay`.
     #[serde(skip)]
     pub rows: Vec<TestSelectionReplay>,
+    /// The last model trained, and the rows of the pairs it learned from.
+    #[serde(skip)]
+    pub last_model: Option<(TestModel, Vec<usize>)>,
+}
+
+/// The lake's test history, walked once: runs, changes, pairs, and the history after the last
+/// run.
+#[allow(missing_docs)] // fields named for what they hold
+pub struct Walk {
+    pub runs: Vec<TestRun>,
+    pub pairs: Pairs,
+    pub history: History,
+}
+
+impl Walk {
+    /// Reads the lake's test runs and changes and builds every pair.
+    pub fn of_lake(lake: &Lake) -> Result<Walk> {
+        let runs = read_runs(lake)?;
+        let changes = read_changes(lake)?;
+        let (pairs, history) = build_pairs(&runs, &changes, History::new(service_distances(lake)?));
+        if pairs.is_empty() {
+            return Err(Error::Data(
+                "no full test suite run for a change in the lake: nothing to learn from".into(),
+            ));
+        }
+        Ok(Walk {
+            runs,
+            pairs,
+            history,
+        })
+    }
 }
 
 /// Confidence targets of the curve.
@@ -449,15 +665,12 @@ const CURVE_TARGETS: [f64; 10] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0
 
 /// Replays test selection over the lake's history.
 pub fn replay(lake: &Lake, options: &ReplayOptions) -> Result<ReplayReport> {
-    let runs = read_runs(lake)?;
-    let changes = read_changes(lake)?;
-    let history = History::new(service_distances(lake)?);
-    let (pairs, _) = build_pairs(&runs, &changes, history);
-    if pairs.is_empty() {
-        return Err(Error::Data(
-            "no full test suite run for a change in the lake: nothing to replay".into(),
-        ));
-    }
+    replay_walk(&Walk::of_lake(lake)?, options)
+}
+
+/// Replays test selection over the runs of `walk`.
+pub fn replay_walk(walk: &Walk, options: &ReplayOptions) -> Result<ReplayReport> {
+    let (runs, pairs) = (&walk.runs, &walk.pairs);
     let start = pairs.at[0] + options.min_history_days * DAY_MICROS;
     let from = options.from.map_or(start, |f| f.max(start));
     let to = options.to.unwrap_or(i64::MAX);
@@ -482,6 +695,7 @@ pub fn replay(lake: &Lake, options: &ReplayOptions) -> Result<ReplayReport> {
     }
 
     let mut probability = vec![f64::NAN; pairs.len()];
+    let mut last_model = None;
     let mut trainings = 0;
     let mut first_training_pairs = 0;
     let mut window_start = from;
@@ -501,27 +715,36 @@ pub fn replay(lake: &Lake, options: &ReplayOptions) -> Result<ReplayReport> {
             let past: Vec<usize> = (0..pairs.len())
                 .filter(|i| pairs.at[*i] < window_start)
                 .collect();
-            let model = train(&pairs, &past, &options.train, options.validation_share)?;
+            let model = match &options.fixed_model {
+                Some(model) => model.clone(),
+                None => train(pairs, &past, &options.train, options.validation_share)?,
+            };
             if trainings == 0 {
                 first_training_pairs = past.len();
             }
             trainings += 1;
-            for (i, p) in in_window.iter().zip(model.predict(&pairs, &in_window)?) {
+            for (i, p) in in_window
+                .iter()
+                .zip(model.predict(&pairs.values, &in_window)?)
+            {
                 probability[*i] = p;
             }
+            last_model = Some((model, past));
         }
         next += runs_in_window;
         window_start = window_end;
     }
-    Ok(judge(
-        &runs,
-        &pairs,
+    let mut report = judge(
+        runs,
+        pairs,
         &probability,
         &per_run,
         options,
         trainings,
         first_training_pairs,
-    ))
+    );
+    report.last_model = last_model;
+    Ok(report)
 }
 
 /// Each policy's ranking and selection of every replayed run, and the figures over them.
@@ -643,6 +866,7 @@ fn judge(
             })
             .collect(),
         rows,
+        last_model: None,
     }
 }
 

@@ -58,6 +58,69 @@ pub enum Command {
     /// Replay a model over history in time order and compare it with baselines.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Which tests a change needs: the champion test-selection model ranks its service's suite
+    /// and selects to a confidence or a budget, with a reason per test, in a runner's syntax.
+    SelectTests(SelectTestsArgs),
+}
+
+/// `maestro select-tests`.
+#[derive(Debug, Args)]
+pub struct SelectTestsArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// A file of changed paths, one per line ("-" for stdin), as `git diff --name-only` prints.
+    #[arg(long, conflicts_with = "paths")]
+    pub changed_files: Option<PathBuf>,
+    /// Changed paths, after `--`. Without them or --changed-files, history alone ranks.
+    #[arg(last = true)]
+    pub paths: Vec<String>,
+    /// Service whose suite runs [default: the only service the history holds].
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Author of the change, whose record is a feature.
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Lines added plus deleted by the change.
+    #[arg(long)]
+    pub lines_changed: Option<f64>,
+    /// A file of the suite's test ids (`classname::name`), one per line [default: the tests of
+    /// the service's latest full run]. Ids never seen are new tests, always selected.
+    #[arg(long)]
+    pub tests: Option<PathBuf>,
+    /// Select until the estimated chance of catching a failing change reaches this
+    /// [default: [tests] confidence of maestro.toml, else 0.95].
+    #[arg(long, conflicts_with = "budget")]
+    pub confidence: Option<f64>,
+    /// Select within a budget instead: a share of the suite's time ("30%") or a duration
+    /// ("90s", "15m").
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Model version [default: the champion].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// When the suite runs (RFC 3339) [default: now]: recent failure windows end here.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Output: text or JSON with reasons, or the selected tests in a runner's syntax.
+    #[arg(long, value_enum, default_value_t = SelectFormat::Text)]
+    pub format: SelectFormat,
+}
+
+/// How `select-tests` prints its selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SelectFormat {
+    /// Every test in run order with its probability and reason.
+    Text,
+    /// The whole selection as one JSON document.
+    Json,
+    /// A nextest filter expression: `cargo nextest run -E "$(...)"`.
+    Nextest,
+    /// A pytest keyword expression: `pytest -k "$(...)"`.
+    Pytest,
+    /// A Maven Surefire test list: `mvn test -Dtest="$(...)"`.
+    Maven,
+    /// Gradle test filters: `gradle test $(...)`.
+    Gradle,
 }
 
 /// `maestro eval`.
@@ -140,6 +203,26 @@ fn parse_date(text: &str) -> Result<String, String> {
 pub enum TrainCommand {
     /// The deployment-risk model (or, with --level change, the change-risk model).
     Risk(TrainRiskArgs),
+    /// The test-selection model: trained on all but the latest runs, replayed on those, stored
+    /// with the test history it features changes from, and promoted unless the champion ranks
+    /// the same runs better.
+    Tests(TrainTestsArgs),
+}
+
+/// `maestro train tests`.
+#[derive(Debug, Args)]
+pub struct TrainTestsArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Share of the latest full suite runs held back to evaluate on.
+    #[arg(long, default_value_t = 0.2)]
+    pub eval_fraction: f64,
+    /// Confidence target of the model policy in the held-back figures.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Seed of weight initialisation and batch order [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// `maestro train risk`.

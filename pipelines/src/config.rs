@@ -32,6 +32,10 @@
 //! latency_ratio = 1.4
 //! error_rate_floor = 0.001
 //! immediate_blast_radius = 3
+//!
+//! [tests]                  # test selection
+//! confidence = 0.95        # select-tests' default target
+//! must_run = ["api.smoke_test::test_health"]   # test ids always selected
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -50,6 +54,19 @@ pub struct Config {
     pub canary: maestro_models::canary::CanaryConfig,
     #[serde(default)]
     pub rollback: maestro_models::rollback::RollbackConfig,
+    #[serde(default)]
+    pub tests: TestsConfig,
+}
+
+/// `[tests]`: test selection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestsConfig {
+    /// Default confidence target of `select-tests`.
+    pub confidence: Option<f64>,
+    /// Test ids selected whatever the model says.
+    #[serde(default)]
+    pub must_run: Vec<String>,
 }
 
 /// `[risk]`: how risk models are trained.

@@ -1,10 +1,13 @@
-//! Test selection end to end: pairs are point-in-time correct, and the replay trains only on the
-//! past, keeps every ranking it scored, and beats the baselines on generated history.
-
+//! Test selection end to end: pairs are point-in-time correct, the replay trains only on the
+//! past, keeps every ranking it scored, and beats the baselines on generated history, and a
+//! stored model serves a change's selection from its saved history.
 
 use maestro_models::network::{ModelKind, TrainConfig};
 use maestro_models::test_history::{History, read_changes, read_runs};
-use maestro_models::test_selection::{ReplayOptions, Target, build_pairs, replay};
+use maestro_models::test_registry::{TestRegistry, train_tests};
+use maestro_models::test_selection::{
+    ChangeRequest, Reason, ReplayOptions, Target, build_pairs, replay, select_for_change,
+};
 
 use crate::lake_with_history;
 
@@ -74,4 +77,109 @@ fn the_replay_beats_its_baselines_and_keeps_every_ranking() {
     // The same history and seed give the same replay.
     let again = replay(&lake, &options).unwrap();
     assert_eq!(again.policies, report.policies);
+}
+
+#[test]
+fn a_stored_model_serves_selections_and_refuses_a_changed_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_history(dir.path(), 24);
+    let options = ReplayOptions {
+        train: TrainConfig {
+            kind: ModelKind::Logistic,
+            max_epochs: 30,
+            batch_size: 512,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let outcome = train_tests(&lake, &options, 0.2).unwrap();
+    assert!(outcome.promoted, "{}", outcome.reason);
+    let manifest = &outcome.manifest;
+    assert!(manifest.training.rows > 0 && manifest.held_back.changes > 0);
+    assert!(manifest.training.to < manifest.history_runs_until);
+    let registry = TestRegistry::new(lake.root());
+    assert_eq!(
+        registry.champion().unwrap().as_deref(),
+        Some(manifest.version.as_str())
+    );
+    assert!(
+        registry
+            .card(&manifest.version)
+            .unwrap()
+            .contains("Held-back replay")
+    );
+
+    let served = registry.load_champion().unwrap();
+    let service = served.history.services().next().unwrap().to_string();
+    let suite = served.history.suite(&service).to_vec();
+    let state = served.history.test(&suite[0]).unwrap();
+    // A change to the first test's own module, and a test CI knows but history does not.
+    let module_file = state
+        .file
+        .as_deref()
+        .and_then(|f| f.strip_prefix("tests/"))
+        .and_then(|f| f.strip_suffix("_test.rs"))
+        .map(|module| format!("src/{module}/api_1.rs"))
+        .unwrap();
+    let mut tests = suite.clone();
+    tests.push("brand.new_test::test_it".to_string());
+    let request = ChangeRequest {
+        service: Some(service.clone()),
+        files: vec![module_file],
+        at: served.manifest.history_runs_until,
+        tests: Some(tests),
+        ..Default::default()
+    };
+    let must_run = vec![suite[1].clone()];
+    let selection = select_for_change(
+        &served.model,
+        &served.history,
+        &request,
+        Target::Confidence(0.9),
+        &must_run,
+    )
+    .unwrap();
+    assert_eq!(selection.tests.len(), suite.len() + 1);
+    let new = selection
+        .tests
+        .iter()
+        .find(|t| t.test_id == "brand.new_test::test_it")
+        .unwrap();
+    assert_eq!((new.reason, new.probability), (Reason::NewTest, None));
+    let forced = selection
+        .tests
+        .iter()
+        .find(|t| t.test_id == suite[1])
+        .unwrap();
+    assert_eq!(forced.reason, Reason::MustRun);
+    assert!(
+        selection.selected_tests < selection.tests.len(),
+        "a change to one module does not need every test"
+    );
+    // Selected tests come first.
+    let first_skipped = selection.tests.iter().position(|t| !t.selected).unwrap();
+    assert!(selection.tests[first_skipped..].iter().all(|t| !t.selected));
+
+    // Without files, history alone still ranks; a budget of 0 s keeps only the forced tests.
+    let history_only = ChangeRequest {
+        files: Vec::new(),
+        ..request.clone()
+    };
+    let lean = select_for_change(
+        &served.model,
+        &served.history,
+        &history_only,
+        Target::Seconds(0.0),
+        &must_run,
+    )
+    .unwrap();
+    assert_eq!(lean.selected_tests, 2);
+
+    // A history edited after training is refused.
+    let path = registry.root().join(&manifest.version).join("history.json");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&path, bytes).unwrap();
+    let error = registry.load(&manifest.version).err().unwrap().to_string();
+    assert!(error.contains("sha256"), "{error}");
 }

@@ -7,6 +7,7 @@ mod ingest;
 mod judge;
 mod models;
 mod risk;
+mod select_tests;
 mod sql;
 mod train;
 
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Risk(args) => risk::run(&args, cli.config.as_deref()),
         Command::Judge(args) => judge::run(&args, cli.config.as_deref()),
         Command::Eval(command) => eval::run(&command),
+        Command::SelectTests(args) => select_tests::run(&args, cli.config.as_deref()),
     }
 }
 

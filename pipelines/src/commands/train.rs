@@ -9,6 +9,8 @@ use maestro_datasets::Lake;
 use maestro_models::metrics::Evaluation;
 use maestro_models::network::{ModelKind, TrainConfig};
 use maestro_models::risk::{RiskTrainOptions, read_oracle};
+use maestro_models::test_registry::{TestTrainOutcome, train_tests};
+use maestro_models::test_selection::{ReplayOptions, ReplayReport, Target};
 use maestro_models::train::{TrainOutcome, train_risk};
 
 use crate::Outcome;
@@ -33,7 +35,71 @@ pub fn run(command: &TrainCommand, config_path: Option<&Path>) -> anyhow::Result
             print(&describe(&outcome))?;
             Ok(Outcome::Ok)
         }
+        TrainCommand::Tests(args) => {
+            if !(0.05..=0.5).contains(&args.eval_fraction) {
+                anyhow::bail!(
+                    "--eval-fraction {} is outside 0.05..0.5",
+                    args.eval_fraction
+                );
+            }
+            if !(args.confidence > 0.0 && args.confidence <= 1.0) {
+                anyhow::bail!("--confidence must be above 0 and at most 1");
+            }
+            let lake = Lake::open_existing(&args.lake.lake)?;
+            let defaults = ReplayOptions::default();
+            let options = ReplayOptions {
+                target: Target::Confidence(args.confidence),
+                train: TrainConfig {
+                    seed: args.seed.unwrap_or(defaults.train.seed),
+                    ..defaults.train.clone()
+                },
+                ..defaults
+            };
+            let outcome = train_tests(&lake, &options, args.eval_fraction)
+                .context("training the test-selection model")?;
+            print(&describe_tests(&outcome))?;
+            Ok(Outcome::Ok)
+        }
     }
+}
+
+/// What a user reads after training a test-selection model.
+pub(crate) fn describe_tests(outcome: &TestTrainOutcome) -> String {
+    let m = &outcome.manifest;
+    let mut text = format!(
+        "trained {} ({} over {} features) on {} pairs ({} failures); history of {} tests saved with it
+",
+        m.version,
+        m.model.name(),
+        m.features.len(),
+        m.training.rows,
+        m.training.positives,
+        m.history_tests,
+    );
+    let report = ReplayReport {
+        changes: m.held_back.changes,
+        failing_changes: m.held_back.failing_changes,
+        failing_tests: m.held_back.failing_tests,
+        trainings: 1,
+        first_training_pairs: m.training.rows,
+        policies: m.held_back.policies.clone(),
+        curve: m.held_back.curve.clone(),
+        rows: Vec::new(),
+        last_model: None,
+    };
+    text.push_str("held back: ");
+    text.push_str(&super::eval::describe(&report, m.held_back.target));
+    let _ = writeln!(
+        text,
+        "{}: {}",
+        if outcome.promoted {
+            "promoted to champion"
+        } else {
+            "not promoted: the champion stays"
+        },
+        outcome.reason
+    );
+    text
 }
 
 /// Flags over the configuration over the defaults.
