@@ -117,6 +117,71 @@ fn demo_generates_ingests_and_summarises_the_lake() {
     assert!(text.contains("rollback judge:"), "{text}");
     check_lake_reads_elsewhere(&demo.join("lake"));
     check_risk_gate(&demo);
+    check_select_tests(&lake);
+}
+
+/// `maestro train tests` stores a model that `maestro select-tests` serves in every format.
+fn check_select_tests(lake: &Path) {
+    let lake_arg = lake.to_str().unwrap();
+    let trained = maestro(&["train", "tests", "--lake", lake_arg]);
+    let text = stdout(&trained);
+    assert_eq!(trained.status.code(), Some(0), "{text}");
+    assert!(text.contains("trained tests-0001"), "{text}");
+    assert!(text.contains("promoted to champion"), "{text}");
+    let query = maestro(&[
+        "sql",
+        "--lake",
+        lake_arg,
+        "--format",
+        "csv",
+        "select service, files[1] as file from changes where cardinality(files) > 0 order by change_id limit 1",
+    ]);
+    let query = stdout(&query);
+    let row = query.lines().nth(1).unwrap().to_string();
+    let (service, file) = row.split_once(',').unwrap();
+    let dir = lake.parent().unwrap();
+    let changed = dir.join("changed.txt");
+    std::fs::write(&changed, format!("{file}\n")).unwrap();
+    let select = |extra: &[&str]| {
+        let mut args = vec![
+            "select-tests",
+            "--lake",
+            lake_arg,
+            "--service",
+            service,
+            "--changed-files",
+            changed.to_str().unwrap(),
+            "--at",
+            "2026-01-01T00:00:00Z",
+        ];
+        args.extend_from_slice(extra);
+        maestro(&args)
+    };
+    let json = select(&["--format", "json"]);
+    assert_eq!(
+        json.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let tests = json["tests"].as_array().unwrap();
+    let selected = json["selected_tests"].as_u64().unwrap() as usize;
+    assert!(selected > 0 && selected <= tests.len(), "{json}");
+    assert!(tests.iter().all(|t| t["reason"].is_string()), "{json}");
+    let nextest = stdout(&select(&["--format", "nextest"]));
+    assert_eq!(nextest.matches("test(=").count(), selected, "{nextest}");
+    let maven = stdout(&select(&["--format", "maven", "--budget", "100%"]));
+    assert!(maven.contains('#'), "{maven}");
+    let unknown = maestro(&[
+        "select-tests",
+        "--lake",
+        lake_arg,
+        "--service",
+        "no-such-service",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no suite known"));
 }
 
 /// `maestro risk --deployment` scores a pending deployment as the lake's scoring did, exits 1
