@@ -1,6 +1,7 @@
-//! Model benchmarks: training and scoring speed on one core, and the risk model's and the
-//! canary judge's quality on generated history.
+//! Model benchmarks: training and scoring speed on one core, the risk model's and the canary
+//! judge's quality on generated history, and how fast test selection answers for a large suite.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use maestro_datasets::Lake;
@@ -11,6 +12,10 @@ use maestro_models::network::{Matrix, ModelKind, Network, TrainConfig};
 use maestro_models::risk::{RiskTrainOptions, read_oracle};
 use maestro_models::scoring::{DateRange, Thresholds, score_deployments};
 use maestro_models::telemetry;
+use maestro_models::test_history::{ChangeFacts, History, Outcome, TestOutcome, TestRun};
+use maestro_models::test_selection::{
+    ChangeRequest, ReplayOptions, Target, build_pairs, select_for_change, train,
+};
 use maestro_models::train::train_risk;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -165,5 +170,114 @@ pub fn risk_quality(days: u32, services: usize) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("peak memory {:.0} MB", peak_rss_mb());
+    Ok(())
+}
+
+/// Times `select_for_change` on one service's suite of `tests` tests, after the model and its
+/// history are in memory: a synthetic history of 12 runs over 500 modules (each test covers its
+/// module's files), a logistic model trained on its pairs, then 20 selections for changes of
+/// 1–3 files. Prints the median and slowest answer.
+pub fn select_tests_speed(tests: usize) -> anyhow::Result<()> {
+    const MODULES: usize = 500;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let started = Instant::now();
+    let suite: Vec<(String, usize)> = (0..tests)
+        .map(|t| {
+            let module = t % MODULES;
+            (format!("svc.m{module}_test::test_{t:06}"), module)
+        })
+        .collect();
+    let mut runs = Vec::new();
+    let mut changes = HashMap::new();
+    for r in 0..12 {
+        let touched: Vec<usize> = (0..rng.random_range(1..4))
+            .map(|_| rng.random_range(0..MODULES))
+            .collect();
+        let buggy = rng.random_bool(0.5);
+        let change_id = format!("c{r}");
+        changes.insert(
+            change_id.clone(),
+            ChangeFacts {
+                service: "svc".into(),
+                author: Some(format!("dev{}", r % 4)),
+                files: touched.iter().map(|m| format!("src/m{m}/lib.rs")).collect(),
+                size: 40.0,
+            },
+        );
+        let outcomes = suite
+            .iter()
+            .map(|(id, module)| {
+                let p = if buggy && touched.contains(module) {
+                    0.6
+                } else {
+                    0.002
+                };
+                let (classname, name) = id.split_once("::").unwrap_or((id, id));
+                TestOutcome {
+                    test_id: id.clone(),
+                    name: name.to_string(),
+                    suite: "svc-tests".into(),
+                    file: Some(format!("tests/m{module}_test.rs")),
+                    classname: Some(classname.to_string()),
+                    outcome: if rng.random_bool(p) {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Passed
+                    },
+                    duration_s: rng.random_range(0.01..2.0),
+                }
+            })
+            .collect();
+        runs.push(TestRun {
+            run_id: format!("r{r}"),
+            change_id: Some(change_id),
+            service: "svc".into(),
+            at: i64::from(r) * 86_400_000_000,
+            tests: outcomes,
+        });
+    }
+    let (pairs, history) = build_pairs(&runs, &changes, History::default());
+    let rows: Vec<usize> = (0..pairs.len()).collect();
+    let options = ReplayOptions::default();
+    let config = TrainConfig {
+        kind: ModelKind::Logistic,
+        max_epochs: 3,
+        batch_size: 4096,
+        ..options.train
+    };
+    let model = train(&pairs, &rows, &config, options.validation_share)?;
+    println!(
+        "select-tests on a suite of {tests} tests: history of {} runs and a model trained on {} pairs in {:.1} s",
+        runs.len(),
+        pairs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::new();
+    let mut selected = 0;
+    for i in 0..20 {
+        let request = ChangeRequest {
+            service: Some("svc".into()),
+            files: (0..1 + i % 3)
+                .map(|_| format!("src/m{}/lib.rs", rng.random_range(0..MODULES)))
+                .collect(),
+            author: Some("dev1".into()),
+            size: Some(25.0),
+            at: 12 * 86_400_000_000,
+            tests: None,
+        };
+        let started = Instant::now();
+        let selection =
+            select_for_change(&model, &history, &request, Target::Confidence(0.95), &[])?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        selected += selection.selected_tests;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "  20 selections: median {:.1} ms, slowest {:.1} ms, {:.0} tests selected on average; peak memory {:.0} MB",
+        times[times.len() / 2],
+        times[times.len() - 1],
+        selected as f64 / 20.0,
+        peak_rss_mb()
+    );
     Ok(())
 }
