@@ -727,6 +727,40 @@ lake_table! {
 }
 
 lake_table! {
+    /// What the history says of one test: how flaky it is and on what evidence, what to do
+    /// about it, and whether another test has failed in exactly the same runs.
+    TestHealth {
+        name: "test_health",
+        version: 1,
+        layout: KeyedSnapshot,
+        key: [test_id],
+        partition_at: |r| None,
+    }
+    columns {
+        test_id: String,
+        service: String,
+        runs: i64,
+        /// Runs whose last attempt failed.
+        failures: i64,
+        /// Runs in which it failed and then passed on a retry.
+        flaky_runs: i64,
+        flaky_rate: f64,
+        /// Lower bound of the 95% Wilson interval of the flaky rate: how flaky it surely is.
+        flakiness_score: f64,
+        last_flaky_at: Option<Ts>,
+        /// The runs behind the score, in words.
+        evidence: String,
+        /// quarantine, watch or ok.
+        suggestion: String,
+        /// A test that failed in exactly the same runs (at least two), the first by id.
+        redundant_with: Option<String>,
+        mean_duration_s: f64,
+        /// Time of the latest run the history holds.
+        as_of: Ts,
+    }
+}
+
+lake_table! {
     /// One metric of one canary analysis: canary against baseline over the analysis window,
     /// with the analysis's overall score and verdict repeated on each of its metrics.
     CanaryVerdict {
@@ -803,12 +837,13 @@ lake_table! {
 }
 
 /// Tables that jobs compute from the raw ones: verdicts and evaluations, under `derived/`.
-pub const DERIVED_TABLES: [TableDef; 5] = [
+pub const DERIVED_TABLES: [TableDef; 6] = [
     RiskEvaluation::TABLE,
     RiskVerdict::TABLE,
     CanaryVerdict::TABLE,
     RollbackVerdict::TABLE,
     TestSelectionReplay::TABLE,
+    TestHealth::TABLE,
 ];
 
 /// Every raw table, for listing and registration.

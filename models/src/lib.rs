@@ -15,6 +15,7 @@ pub mod risk;
 pub mod rollback;
 pub mod scoring;
 pub mod telemetry;
+pub mod test_health;
 pub mod test_history;
 pub mod test_registry;
 pub mod test_selection;

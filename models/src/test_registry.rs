@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use maestro_datasets::WriteMode;
 use maestro_datasets::lake::Lake;
 
 use crate::error::{Error, Result};
@@ -17,6 +18,7 @@ use crate::metrics::PlattScaling;
 use crate::network::{ModelKind, TrainConfig, TrainReport};
 use crate::registry::{CARD, MANIFEST, ModelFolder, micros_to_rfc3339, sha256_hex, to_json};
 use crate::risk::{Scaler, Split};
+use crate::test_health::test_health;
 use crate::test_history::History;
 use crate::test_selection::{
     CurvePoint, PolicyFigures, ReplayOptions, Target, TestModel, Walk, replay_walk,
@@ -181,11 +183,15 @@ pub struct TestTrainOutcome {
     pub challenged: Option<(String, f64)>,
     pub promoted: bool,
     pub reason: String,
+    /// Rows written to `test_health`, and how many suggest quarantine or are redundant.
+    pub health_rows: usize,
+    pub quarantine: usize,
+    pub redundant: usize,
 }
 
 /// Trains a test-selection model on all but the latest `eval_fraction` of the full suite runs,
 /// replays it on those, stores it with the whole history, and promotes it unless the champion
-/// ranks the same held-back runs better (APFD).
+/// ranks the same held-back runs better (APFD). Writes every test's health to `test_health`.
 pub fn train_tests(
     lake: &Lake,
     options: &ReplayOptions,
@@ -307,11 +313,21 @@ pub fn train_tests(
     if promoted {
         registry.promote(&version)?;
     }
+    let health = test_health(&walk);
+    let mut txn = lake.begin()?;
+    txn.write(&health, WriteMode::Upsert)?;
+    txn.commit()?;
     Ok(TestTrainOutcome {
         manifest,
         challenged: champion,
         promoted,
         reason,
+        health_rows: health.len(),
+        quarantine: health
+            .iter()
+            .filter(|h| h.suggestion == "quarantine")
+            .count(),
+        redundant: health.iter().filter(|h| h.redundant_with.is_some()).count(),
     })
 }
 

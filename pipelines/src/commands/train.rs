@@ -99,6 +99,11 @@ pub(crate) fn describe_tests(outcome: &TestTrainOutcome) -> String {
         },
         outcome.reason
     );
+    let _ = writeln!(
+        text,
+        "test_health: {} tests, {} to quarantine as flaky, {} redundant (failed in exactly the same runs as another)",
+        outcome.health_rows, outcome.quarantine, outcome.redundant
+    );
     text
 }
 
