@@ -261,6 +261,8 @@ pub struct TestPick {
     pub duration_s: f64,
     pub selected: bool,
     pub reason: Reason,
+    /// Shard (1-based) of a selected test, once the selection is split.
+    pub shard: Option<usize>,
 }
 
 /// What `select-tests` answers: the suite in the order to run it, selected tests first.
@@ -274,6 +276,35 @@ pub struct ServedSelection {
     pub selected_seconds: f64,
     pub total_seconds: f64,
     pub tests: Vec<TestPick>,
+    /// Expected seconds of each shard, once the selection is split.
+    pub shard_seconds: Vec<f64>,
+}
+
+impl ServedSelection {
+    /// Splits the selected tests into `shards` shards of about equal expected time: longest
+    /// test first, each to the shard with the least time so far. Within a shard the tests keep
+    /// the fail-fast order.
+    pub fn split_into_shards(&mut self, shards: usize) {
+        let shards = shards.max(1);
+        let mut load = vec![0.0f64; shards];
+        let mut by_duration: Vec<usize> = (0..self.tests.len())
+            .filter(|i| self.tests[*i].selected)
+            .collect();
+        by_duration.sort_by(|a, b| {
+            self.tests[*b]
+                .duration_s
+                .total_cmp(&self.tests[*a].duration_s)
+                .then(a.cmp(b))
+        });
+        for i in by_duration {
+            let lightest = (0..shards)
+                .min_by(|a, b| load[*a].total_cmp(&load[*b]).then(a.cmp(b)))
+                .unwrap_or(0);
+            load[lightest] += self.tests[i].duration_s;
+            self.tests[i].shard = Some(lightest + 1);
+        }
+        self.shard_seconds = load;
+    }
 }
 
 /// Ranks the suite of `request`'s service for its change with `model` and the saved `history`,
@@ -383,6 +414,7 @@ pub fn select_for_change(
                 duration_s: candidate.duration_s,
                 selected: selection.selected(*i),
                 reason: selection.reasons[*i],
+                shard: None,
             }
         })
         .collect();
@@ -396,6 +428,7 @@ pub fn select_for_change(
         selected_seconds: selection.selected_seconds,
         total_seconds: selection.total_seconds,
         tests,
+        shard_seconds: Vec::new(),
     })
 }
 
@@ -1013,6 +1046,46 @@ mod tests {
         assert_eq!(Target::parse_budget("15m").unwrap(), Target::Seconds(900.0));
         assert!(Target::parse_budget("150%").is_err());
         assert!(Target::parse_budget("soon").is_err());
+    }
+
+    #[test]
+    fn shards_balance_expected_time_and_hold_only_selected_tests() {
+        let pick = |id: &str, duration_s: f64, selected: bool| TestPick {
+            test_id: id.into(),
+            name: id.into(),
+            classname: None,
+            file: None,
+            probability: Some(0.1),
+            duration_s,
+            selected,
+            reason: if selected {
+                Reason::Ranked
+            } else {
+                Reason::Skipped
+            },
+            shard: None,
+        };
+        let mut selection = ServedSelection {
+            service: "api".into(),
+            target: Target::Confidence(0.9),
+            confidence: 0.9,
+            selected_tests: 5,
+            selected_seconds: 24.0,
+            total_seconds: 124.0,
+            tests: vec![
+                pick("a", 10.0, true),
+                pick("b", 1.0, true),
+                pick("c", 3.0, true),
+                pick("d", 8.0, true),
+                pick("e", 2.0, true),
+                pick("f", 100.0, false),
+            ],
+            shard_seconds: Vec::new(),
+        };
+        selection.split_into_shards(2);
+        assert_eq!(selection.shard_seconds, [12.0, 12.0]);
+        assert_eq!(selection.tests[5].shard, None);
+        assert!(selection.tests[..5].iter().all(|t| t.shard.is_some()));
     }
 
     #[test]

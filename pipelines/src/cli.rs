@@ -101,6 +101,12 @@ pub struct SelectTestsArgs {
     /// When the suite runs (RFC 3339) [default: now]: recent failure windows end here.
     #[arg(long)]
     pub at: Option<String>,
+    /// Split the selected tests into this many shards of about equal expected time.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Print only this shard (1-based) in a runner's syntax.
+    #[arg(long, requires = "shards")]
+    pub shard: Option<usize>,
     /// Output: text or JSON with reasons, or the selected tests in a runner's syntax.
     #[arg(long, value_enum, default_value_t = SelectFormat::Text)]
     pub format: SelectFormat,

@@ -171,6 +171,14 @@ fn check_select_tests(lake: &Path) {
     assert!(tests.iter().all(|t| t["reason"].is_string()), "{json}");
     let nextest = stdout(&select(&["--format", "nextest"]));
     assert_eq!(nextest.matches("test(=").count(), selected, "{nextest}");
+    // Two shards hold the selection between them.
+    let shard = |k: &str| {
+        let text = stdout(&select(&[
+            "--format", "nextest", "--shards", "2", "--shard", k,
+        ]));
+        text.matches("test(=").count()
+    };
+    assert_eq!(shard("1") + shard("2"), selected);
     let maven = stdout(&select(&["--format", "maven", "--budget", "100%"]));
     assert!(maven.contains('#'), "{maven}");
     let unknown = maestro(&[

@@ -42,6 +42,14 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
             .context("the clock is before 1970")?
             .as_micros() as i64,
     };
+    if args.shards == 0 {
+        anyhow::bail!("--shards must be at least 1");
+    }
+    if let Some(shard) = args.shard
+        && !(1..=args.shards).contains(&shard)
+    {
+        anyhow::bail!("--shard {shard} is not one of 1..={}", args.shards);
+    }
     let lake = Lake::open_existing(&args.lake.lake)?;
     let registry = TestRegistry::new(lake.root());
     let served = match &args.model {
@@ -56,13 +64,21 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
         at,
         tests,
     };
-    let selection = select_for_change(
+    let mut selection = select_for_change(
         &served.model,
         &served.history,
         &request,
         target,
         &config.tests.must_run,
     )?;
+    if args.shards > 1 {
+        selection.split_into_shards(args.shards);
+    }
+    if let Some(shard) = args.shard {
+        for test in &mut selection.tests {
+            test.selected &= test.shard == Some(shard);
+        }
+    }
     let text = match args.format {
         SelectFormat::Text => describe(&selection, &served.manifest.version),
         SelectFormat::Json => serde_json::to_string_pretty(&selection)? + "\n",
@@ -156,10 +172,13 @@ fn describe(selection: &ServedSelection, version: &str) -> String {
         100.0 * selection.selected_seconds / selection.total_seconds.max(f64::MIN_POSITIVE),
         100.0 * selection.confidence
     );
+    for (k, seconds) in selection.shard_seconds.iter().enumerate() {
+        let _ = writeln!(text, "  shard {}: {seconds:.1} s", k + 1);
+    }
     let _ = writeln!(
         text,
-        "  {:<4} {:<56} {:>11} {:>9}  reason",
-        "run", "test", "probability", "seconds"
+        "  {:<4} {:>5} {:<56} {:>11} {:>9}  reason",
+        "run", "shard", "test", "probability", "seconds"
     );
     for t in &selection.tests {
         let reason = match t.reason {
@@ -170,8 +189,9 @@ fn describe(selection: &ServedSelection, version: &str) -> String {
         };
         let _ = writeln!(
             text,
-            "  {:<4} {:<56} {:>11} {:>9.2}  {reason}",
+            "  {:<4} {:>5} {:<56} {:>11} {:>9.2}  {reason}",
             if t.selected { "yes" } else { "no" },
+            t.shard.map_or(String::new(), |k| k.to_string()),
             t.test_id,
             t.probability
                 .map_or("n/a".to_string(), |p| format!("{p:.4}")),
