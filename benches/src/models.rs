@@ -202,6 +202,7 @@ pub fn select_tests_speed(tests: usize) -> anyhow::Result<()> {
                 author: Some(format!("dev{}", r % 4)),
                 files: touched.iter().map(|m| format!("src/m{m}/lib.rs")).collect(),
                 size: 40.0,
+                merged_at: i64::from(r) * 86_400_000_000,
             },
         );
         let outcomes = suite

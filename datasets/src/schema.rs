@@ -727,6 +727,35 @@ lake_table! {
 }
 
 lake_table! {
+    /// The champion test-selection model's selection for one change: what CI would run.
+    TestSelectionVerdict {
+        name: "test_selection",
+        version: 1,
+        layout: ByDate,
+        key: [change_id],
+        partition_at: |r| Some(r.merged_at),
+    }
+    columns {
+        change_id: String,
+        service: String,
+        merged_at: Ts,
+        /// The registry version that selected.
+        model_version: String,
+        /// confidence 0.95, or a budget such as 30% or 900s.
+        target: String,
+        /// Estimated chance that the selection catches a failing change.
+        confidence: f64,
+        selected_tests: i64,
+        suite_tests: i64,
+        /// Expected seconds of the selection and of the whole suite.
+        selected_seconds: f64,
+        suite_seconds: f64,
+        /// Selected test ids, in fail-fast order.
+        tests: Vec<String>,
+    }
+}
+
+lake_table! {
     /// What the history says of one test: how flaky it is and on what evidence, what to do
     /// about it, and whether another test has failed in exactly the same runs.
     TestHealth {
@@ -837,13 +866,14 @@ lake_table! {
 }
 
 /// Tables that jobs compute from the raw ones: verdicts and evaluations, under `derived/`.
-pub const DERIVED_TABLES: [TableDef; 6] = [
+pub const DERIVED_TABLES: [TableDef; 7] = [
     RiskEvaluation::TABLE,
     RiskVerdict::TABLE,
     CanaryVerdict::TABLE,
     RollbackVerdict::TABLE,
     TestSelectionReplay::TABLE,
     TestHealth::TABLE,
+    TestSelectionVerdict::TABLE,
 ];
 
 /// Every raw table, for listing and registration.

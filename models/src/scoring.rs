@@ -78,7 +78,8 @@ pub struct DateRange {
 }
 
 impl DateRange {
-    fn contains(&self, date: &str) -> bool {
+    /// Whether a `YYYY-MM-DD` date is in the range.
+    pub fn contains(&self, date: &str) -> bool {
         self.from.as_deref().is_none_or(|f| date >= f)
             && self.to.as_deref().is_none_or(|t| date <= t)
     }

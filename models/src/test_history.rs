@@ -138,6 +138,8 @@ pub struct ChangeFacts {
     pub files: Vec<String>,
     /// Lines added plus deleted.
     pub size: f64,
+    /// When it merged, microseconds; 0 when unknown.
+    pub merged_at: i64,
 }
 
 /// Every run in the lake, in time order (then by run id), one outcome per test.
@@ -268,9 +270,12 @@ pub fn read_changes(lake: &Lake) -> Result<HashMap<String, ChangeFacts>> {
             "files",
             "lines_added",
             "lines_deleted",
+            "merged_at",
         ],
     ) {
-        Ok(frame) => frame.collect()?,
+        Ok(frame) => frame
+            .with_column(micros("merged_at").alias("merged_at"))
+            .collect()?,
         // Test selection works from test history alone when the lake has no changes.
         Err(Error::Data(_)) => return Ok(HashMap::new()),
         Err(e) => return Err(e),
@@ -281,6 +286,7 @@ pub fn read_changes(lake: &Lake) -> Result<HashMap<String, ChangeFacts>> {
     let files = frame.column("files")?.list()?.clone();
     let added = frame.column("lines_added")?.i64()?.clone();
     let deleted = frame.column("lines_deleted")?.i64()?.clone();
+    let merged_at = frame.column("merged_at")?.i64()?.clone();
     let mut changes = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
         let Some(id) = id else { continue };
@@ -296,6 +302,7 @@ pub fn read_changes(lake: &Lake) -> Result<HashMap<String, ChangeFacts>> {
                 author: authors.get(i).map(str::to_string),
                 files: paths,
                 size: size as f64,
+                merged_at: merged_at.get(i).unwrap_or(0),
             },
         );
     }
@@ -674,6 +681,7 @@ mod tests {
             author: Some("ann".into()),
             files: vec!["src/billing/invoice.rs".into()],
             size: 40.0,
+            merged_at: 0,
         };
         let mut history = History::new(Distances::new());
         let test = outcome("t", Outcome::Passed);

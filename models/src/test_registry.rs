@@ -12,16 +12,19 @@ use serde::{Deserialize, Serialize};
 
 use maestro_datasets::WriteMode;
 use maestro_datasets::lake::Lake;
+use maestro_datasets::schema::{TestSelectionVerdict, Ts};
 
 use crate::error::{Error, Result};
 use crate::metrics::PlattScaling;
 use crate::network::{ModelKind, TrainConfig, TrainReport};
 use crate::registry::{CARD, MANIFEST, ModelFolder, micros_to_rfc3339, sha256_hex, to_json};
 use crate::risk::{Scaler, Split};
+use crate::scoring::DateRange;
 use crate::test_health::test_health;
-use crate::test_history::History;
+use crate::test_history::{History, read_changes};
 use crate::test_selection::{
-    CurvePoint, PolicyFigures, ReplayOptions, Target, TestModel, Walk, replay_walk,
+    ChangeRequest, CurvePoint, PolicyFigures, ReplayOptions, Target, TestModel, Walk, replay_walk,
+    select_for_change,
 };
 
 const HISTORY: &str = "history.json";
@@ -328,6 +331,72 @@ pub fn train_tests(
             .filter(|h| h.suggestion == "quarantine")
             .count(),
         redundant: health.iter().filter(|h| h.redundant_with.is_some()).count(),
+    })
+}
+
+/// What `select_changes` did.
+#[allow(missing_docs)] // fields named for what they hold
+pub struct ChangeSelections {
+    pub model_version: String,
+    pub verdicts: Vec<TestSelectionVerdict>,
+    /// Changes of the dates whose service has no known suite: nothing to select from.
+    pub without_suite: usize,
+}
+
+/// The selection `served` makes for every change of the lake merged on the dates of `range`,
+/// as CI would have asked at its merge time.
+pub fn select_changes(
+    lake: &Lake,
+    served: &ServedModel,
+    target: Target,
+    must_run: &[String],
+    range: &DateRange,
+) -> Result<ChangeSelections> {
+    let mut changes: Vec<(String, crate::test_history::ChangeFacts)> = read_changes(lake)?
+        .into_iter()
+        .filter(|(_, c)| range.contains(&Ts(c.merged_at).date()))
+        .collect();
+    changes.sort_by(|a, b| (a.1.merged_at, &a.0).cmp(&(b.1.merged_at, &b.0)));
+    let mut verdicts = Vec::with_capacity(changes.len());
+    let mut without_suite = 0;
+    for (change_id, change) in changes {
+        if served.history.suite(&change.service).is_empty() {
+            without_suite += 1;
+            continue;
+        }
+        let request = ChangeRequest {
+            service: Some(change.service.clone()),
+            files: change.files.clone(),
+            author: change.author.clone(),
+            size: Some(change.size),
+            at: change.merged_at,
+            tests: None,
+        };
+        let selection =
+            select_for_change(&served.model, &served.history, &request, target, must_run)?;
+        verdicts.push(TestSelectionVerdict {
+            change_id,
+            service: change.service,
+            merged_at: Ts(change.merged_at),
+            model_version: served.manifest.version.clone(),
+            target: target.label(),
+            confidence: selection.confidence,
+            selected_tests: selection.selected_tests as i64,
+            suite_tests: selection.tests.len() as i64,
+            selected_seconds: selection.selected_seconds,
+            suite_seconds: selection.total_seconds,
+            tests: selection
+                .tests
+                .iter()
+                .filter(|t| t.selected)
+                .map(|t| t.test_id.clone())
+                .collect(),
+        });
+    }
+    Ok(ChangeSelections {
+        model_version: served.manifest.version.clone(),
+        verdicts,
+        without_suite,
     })
 }
 

@@ -48,6 +48,15 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target as people write it: "confidence 0.95", "budget 30%", "budget 900s".
+    pub fn label(&self) -> String {
+        match self {
+            Target::Confidence(c) => format!("confidence {c}"),
+            Target::TimeShare(s) => format!("budget {}%", 100.0 * s),
+            Target::Seconds(s) => format!("budget {s}s"),
+        }
+    }
+
     /// A budget as people write it: a share of the suite's time ("30%") or a duration ("90s",
     /// "15m", "1h").
     pub fn parse_budget(text: &str) -> Result<Target> {
@@ -346,6 +355,7 @@ pub fn select_for_change(
         author: request.author.clone(),
         files: request.files.clone(),
         size: request.size.unwrap_or(0.0),
+        merged_at: request.at,
     };
     let outcomes: Vec<TestOutcome> = test_ids
         .iter()

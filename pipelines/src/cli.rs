@@ -101,6 +101,16 @@ pub struct SelectTestsArgs {
     /// When the suite runs (RFC 3339) [default: now]: recent failure windows end here.
     #[arg(long)]
     pub at: Option<String>,
+    /// Select for every change of the lake merged on this UTC date (YYYY-MM-DD) instead, into
+    /// the `test_selection` table.
+    #[arg(long, conflicts_with_all = ["from", "to", "changed_files", "paths", "tests", "shard"], value_parser = parse_date)]
+    pub date: Option<String>,
+    /// First date of changes to select for, into `test_selection`.
+    #[arg(long, conflicts_with_all = ["changed_files", "paths", "tests", "shard"], value_parser = parse_date)]
+    pub from: Option<String>,
+    /// Last date of changes to select for, into `test_selection`.
+    #[arg(long, conflicts_with_all = ["changed_files", "paths", "tests", "shard"], value_parser = parse_date)]
+    pub to: Option<String>,
     /// Split the selected tests into this many shards of about equal expected time.
     #[arg(long, default_value_t = 1)]
     pub shards: usize,

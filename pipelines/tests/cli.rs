@@ -190,6 +190,24 @@ fn check_select_tests(lake: &Path) {
     ]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no suite known"));
+    // Every change of the lake's dates gets a verdict in test_selection.
+    let batch = maestro(&["select-tests", "--lake", lake_arg, "--from", "2000-01-01"]);
+    assert_eq!(
+        batch.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&batch.stderr)
+    );
+    let counts = maestro(&[
+        "sql",
+        "--lake",
+        lake_arg,
+        "--format",
+        "csv",
+        "select (select count(*) from test_selection) = (select count(*) from changes) as every_change, \
+         (select bool_and(selected_tests > 0 and selected_tests <= suite_tests) from test_selection) as sane",
+    ]);
+    assert_eq!(stdout(&counts).trim(), "every_change,sane\ntrue,true");
 }
 
 /// `maestro risk --deployment` scores a pending deployment as the lake's scoring did, exits 1

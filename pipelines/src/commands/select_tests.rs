@@ -6,9 +6,10 @@ use std::io::Read as _;
 use std::path::Path;
 
 use anyhow::Context;
-use maestro_datasets::Lake;
 use maestro_datasets::schema::Ts;
-use maestro_models::test_registry::TestRegistry;
+use maestro_datasets::{Lake, WriteMode};
+use maestro_models::scoring::DateRange;
+use maestro_models::test_registry::{TestRegistry, select_changes};
 use maestro_models::test_selection::{
     ChangeRequest, Reason, ServedSelection, Target, TestPick, select_for_change,
 };
@@ -56,6 +57,28 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
         Some(version) => registry.load(version)?,
         None => registry.load_champion()?,
     };
+    if args.date.is_some() || args.from.is_some() || args.to.is_some() {
+        let range = DateRange {
+            from: args.date.clone().or(args.from.clone()),
+            to: args.date.clone().or(args.to.clone()),
+        };
+        let selections = select_changes(&lake, &served, target, &config.tests.must_run, &range)?;
+        let mut txn = lake.begin()?;
+        txn.write(&selections.verdicts, WriteMode::ReplacePartitions)?;
+        txn.commit()?;
+        let (selected, suite) = selections.verdicts.iter().fold((0.0, 0.0), |(s, t), v| {
+            (s + v.selected_seconds, t + v.suite_seconds)
+        });
+        print(&format!(
+            "test_selection: {} changes selected for by {} at {} ({:.1}% of suite time); {} changes of services with no known suite skipped\n",
+            selections.verdicts.len(),
+            selections.model_version,
+            target.label(),
+            100.0 * selected / f64::max(suite, f64::MIN_POSITIVE),
+            selections.without_suite
+        ))?;
+        return Ok(Outcome::Ok);
+    }
     let request = ChangeRequest {
         service: args.service.clone(),
         files,
