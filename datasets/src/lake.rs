@@ -567,6 +567,18 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().map_err(|e| Error::io(path, e))
 }
 
+/// Replaces `path` with `bytes` whole or not at all: written under a temporary name beside
+/// it, fsynced, renamed over it, and the folder fsynced. Creates the folder if needed.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!(".{name}.tmp"));
+    write_synced(&temp, bytes)?;
+    fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(dir)
+}
+
 /// Fsyncs a file or a directory (a directory's entries: renames and new files in it).
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -727,6 +727,36 @@ lake_table! {
 }
 
 lake_table! {
+    /// One point of the confidence curve of the latest test-selection replay: the share of test
+    /// time one policy ran at one target, and what it caught. The model is measured at
+    /// confidence targets and at budgets, the baselines at the same budgets.
+    TestSelectionCurve {
+        name: "test_selection_curve",
+        version: 1,
+        layout: KeyedSnapshot,
+        key: [policy, target],
+        partition_at: |r| None,
+    }
+    columns {
+        /// model, random, recently_failed or failure_rate.
+        policy: String,
+        /// confidence 0.95, or a budget such as budget 20%.
+        target: String,
+        /// Selected test time over the full suites' time.
+        time_share: f64,
+        /// Shares of failing tests and of failing changes caught; null when none failed.
+        failing_tests_caught: Option<f64>,
+        failing_changes_caught: Option<f64>,
+        /// Changes replayed, and how many of them had a failing test.
+        changes: i64,
+        failing_changes: i64,
+        /// First and last suite run replayed.
+        replayed_from: Ts,
+        replayed_to: Ts,
+    }
+}
+
+lake_table! {
     /// The champion test-selection model's selection for one change: what CI would run.
     TestSelectionVerdict {
         name: "test_selection",
@@ -866,12 +896,13 @@ lake_table! {
 }
 
 /// Tables that jobs compute from the raw ones: verdicts and evaluations, under `derived/`.
-pub const DERIVED_TABLES: [TableDef; 7] = [
+pub const DERIVED_TABLES: [TableDef; 8] = [
     RiskEvaluation::TABLE,
     RiskVerdict::TABLE,
     CanaryVerdict::TABLE,
     RollbackVerdict::TABLE,
     TestSelectionReplay::TABLE,
+    TestSelectionCurve::TABLE,
     TestHealth::TABLE,
     TestSelectionVerdict::TABLE,
 ];

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use maestro_datasets::lake::{sync_dir, write_synced};
+use maestro_datasets::lake::{replace_file, sync_dir, write_synced};
 
 use crate::error::{Error, Result};
 use crate::features::Level;
@@ -196,14 +196,9 @@ impl ModelFolder {
     }
 
     fn save_champions(&self, champions: &Champions) -> Result<()> {
-        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
         let json = serde_json::to_string_pretty(champions)
             .map_err(|e| Error::Registry(format!("champions: {e}")))?;
-        let temp = self.root.join(format!(".{CHAMPIONS}.tmp"));
-        write_synced(&temp, json.as_bytes())?;
-        let path = self.root.join(CHAMPIONS);
-        fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
-        Ok(sync_dir(&self.root)?)
+        Ok(replace_file(&self.root.join(CHAMPIONS), json.as_bytes())?)
     }
 
     /// The champion under `key`, if any.

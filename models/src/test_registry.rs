@@ -460,13 +460,15 @@ fn card(m: &TestManifest) -> String {
         ));
     }
     text.push_str(
-        "\n### Confidence curve\n\n| target | test time | failing changes caught |\n|---|---|---|\n",
+        "\n### Confidence curve\n\n| policy | target | test time | failing tests caught | failing changes caught |\n|---|---|---|---|---|\n",
     );
     for point in &m.held_back.curve {
         text.push_str(&format!(
-            "| {} | {:.1}% | {:.1}% |\n",
-            point.confidence,
+            "| {} | {} | {:.1}% | {:.1}% | {:.1}% |\n",
+            point.policy,
+            point.target,
             100.0 * point.time_share,
+            100.0 * point.failing_tests_caught,
             100.0 * point.failing_changes_caught
         ));
     }

@@ -52,7 +52,8 @@ impl Target {
     pub fn label(&self) -> String {
         match self {
             Target::Confidence(c) => format!("confidence {c}"),
-            Target::TimeShare(s) => format!("budget {}%", 100.0 * s),
+            // Rounded so that 0.3 reads 30%, not 30.000000000000004%.
+            Target::TimeShare(s) => format!("budget {}%", (1e6 * s).round() / 1e4),
             Target::Seconds(s) => format!("budget {s}s"),
         }
     }
@@ -645,12 +646,18 @@ fn null_as_nan<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Resul
     Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
-/// A point of the confidence curve: the model's selection at one confidence target.
+/// A point of the confidence curve: what one policy caught at one target, over the replayed
+/// changes. The model is measured at confidence targets and at time budgets, the baselines
+/// (except run_all, which is the point at 100%) at the same budgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // fields named for what they hold
 pub struct CurvePoint {
-    pub confidence: f64,
+    pub policy: String,
+    /// "confidence 0.95" or "budget 20%".
+    pub target: String,
     pub time_share: f64,
+    #[serde(deserialize_with = "null_as_nan")]
+    pub failing_tests_caught: f64,
     #[serde(deserialize_with = "null_as_nan")]
     pub failing_changes_caught: f64,
 }
@@ -704,7 +711,24 @@ impl Walk {
 }
 
 /// Confidence targets of the curve.
-const CURVE_TARGETS: [f64; 10] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0];
+const CURVE_CONFIDENCES: [f64; 10] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0];
+
+/// Shares of suite time at which the curve compares the model with the baselines.
+const CURVE_BUDGETS: [f64; 7] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0];
+
+/// The curve's points: the model at every confidence target, then every ranking policy but
+/// run_all (index into `POLICIES`) at every budget.
+fn curve_targets() -> Vec<(usize, Target)> {
+    let confidences = CURVE_CONFIDENCES
+        .iter()
+        .map(|goal| (0, Target::Confidence(*goal)));
+    let budgets = [0, 2, 3, 4].into_iter().flat_map(|policy| {
+        CURVE_BUDGETS
+            .iter()
+            .map(move |share| (policy, Target::TimeShare(*share)))
+    });
+    confidences.chain(budgets).collect()
+}
 
 /// Replays test selection over the lake's history.
 pub fn replay(lake: &Lake, options: &ReplayOptions) -> Result<ReplayReport> {
@@ -802,7 +826,8 @@ fn judge(
 ) -> ReplayReport {
     let mut rng = ChaCha8Rng::seed_from_u64(options.train.seed);
     let mut totals: Vec<Totals> = POLICIES.iter().map(|_| Totals::default()).collect();
-    let mut curve_totals: Vec<Totals> = CURVE_TARGETS.iter().map(|_| Totals::default()).collect();
+    let curve_targets = curve_targets();
+    let mut curve_totals: Vec<Totals> = vec![Totals::default(); curve_targets.len()];
     let mut rows = Vec::new();
     let (mut failing_changes, mut failing_tests) = (0, 0);
     for (run_index, pair_rows) in per_run {
@@ -880,9 +905,10 @@ fn judge(
                 });
             }
         }
-        for (goal, total) in CURVE_TARGETS.iter().zip(&mut curve_totals) {
+        for ((policy, target), total) in curve_targets.iter().zip(&mut curve_totals) {
+            let order = &selections[*policy].0.order;
             total.add(
-                &select(&candidates, Target::Confidence(*goal)),
+                &select_in_order(&candidates, order, *target),
                 &failed,
                 &actual_s,
             );
@@ -899,13 +925,18 @@ fn judge(
             .zip(&totals)
             .map(|(policy, t)| t.figures(policy))
             .collect(),
-        curve: CURVE_TARGETS
+        curve: curve_targets
             .iter()
             .zip(&curve_totals)
-            .map(|(goal, t)| CurvePoint {
-                confidence: *goal,
-                time_share: t.time_share(),
-                failing_changes_caught: ratio(t.failing_changes_caught, t.failing_changes),
+            .map(|((policy, target), t)| {
+                let figures = t.figures(POLICIES[*policy]);
+                CurvePoint {
+                    policy: figures.policy,
+                    target: target.label(),
+                    time_share: figures.time_share,
+                    failing_tests_caught: figures.failing_tests_caught,
+                    failing_changes_caught: figures.failing_changes_caught,
+                }
             })
             .collect(),
         rows,

@@ -289,9 +289,9 @@ pub enum ModelsCommand {
     List(LakeArgs),
     /// A version's manifest and card.
     Show(ModelVersionArgs),
-    /// Make a version the champion of its level.
+    /// Make a version the champion of its level (a risk model) or of test selection.
     Promote(ModelVersionArgs),
-    /// Restore the previous champion of a level.
+    /// Restore the previous champion.
     Rollback(ModelsRollbackArgs),
 }
 
@@ -300,7 +300,7 @@ pub enum ModelsCommand {
 pub struct ModelVersionArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// Version, such as deployment-0003.
+    /// Version, such as deployment-0003 or tests-0002.
     pub version: String,
 }
 
@@ -309,9 +309,20 @@ pub struct ModelVersionArgs {
 pub struct ModelsRollbackArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// Level whose champion to roll back.
-    #[arg(long, value_enum, default_value_t = LevelArg::Deployment)]
-    pub level: LevelArg,
+    /// Which champion to roll back.
+    #[arg(long, alias = "level", value_enum, default_value_t = ChampionArg::Deployment)]
+    pub champion: ChampionArg,
+}
+
+/// A champion of the registries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChampionArg {
+    /// The deployment-level risk model.
+    Deployment,
+    /// The change-level risk model.
+    Change,
+    /// The test-selection model.
+    Tests,
 }
 
 /// Where the lake is.

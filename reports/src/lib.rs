@@ -4,8 +4,11 @@
 //! with its declared schema and its `date` partition column, so a table with no data yet is
 //! still queryable. Queries are read-only: DDL, DML, `COPY` and `SET` are refused before they
 //! run. [`render`] turns results into a text table, CSV or JSON for the terminal or a pipe.
+//! [`chart`] draws figures as SVG.
 //!
 //! In: a lake directory and SQL text. Out: Arrow record batches, or their rendering.
+
+pub mod chart;
 
 use std::sync::Arc;
 

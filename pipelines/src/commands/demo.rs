@@ -14,12 +14,18 @@ use maestro_datasets::schema::{DERIVED_TABLES, RAW_TABLES};
 use maestro_models::network::TrainConfig;
 use maestro_models::risk::{RiskTrainOptions, read_oracle};
 use maestro_models::scoring::{DateRange, score_deployments};
+use maestro_models::test_registry::{TestRegistry, train_tests};
+use maestro_models::test_selection::ReplayOptions;
 use maestro_models::train::train_risk;
 use maestro_reports::LakeSession;
 
 use crate::Outcome;
 use crate::cli::DemoArgs;
+use crate::config::Config;
 use crate::output::print;
+
+/// Share of the latest suite runs the demo's test-selection model is judged on.
+const TEST_EVAL_FRACTION: f64 = 0.2;
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let started = Instant::now();
@@ -75,13 +81,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
 
     // The champion scores every deployment; the judges look at canaries and rollbacks. The
     // demo runs on Maestro's defaults, whatever maestro.toml says.
-    let config = crate::config::Config::default();
+    let config = Config::default();
     if trained.is_some() {
         let scored = score_deployments(&lake, &config.risk.thresholds(), &DateRange::default())
             .context("scoring deployments")?;
         print(&super::risk::describe_many(&scored, &DateRange::default()))?;
     }
     print(&super::judge::judge(&lake, &config)?)?;
+    let test_model = test_selection(&lake, args.history.seed, &config)?;
 
     let summary = super::runtime()?.block_on(lake_summary(&lake))?;
     print(&summary)?;
@@ -91,6 +98,22 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         started.elapsed().as_secs_f64(),
         lake = lake_dir.display(),
     );
+    if let Some(version) = test_model {
+        let _ = writeln!(
+            next,
+            "  maestro models show --lake {lake} {version}\n  open {chart}",
+            lake = lake_dir.display(),
+            chart = super::eval::curve_chart_path(&lake).display(),
+        );
+        let latest = super::runtime()?.block_on(latest_changed_file(&lake))?;
+        if let Some((service, file)) = latest {
+            let _ = writeln!(
+                next,
+                "  maestro select-tests --lake {} --service {service} -- {file}",
+                lake_dir.display()
+            );
+        }
+    }
     if let Some(trained) = trained {
         let _ = writeln!(
             next,
@@ -108,13 +131,65 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Trains and publishes the test-selection model, replays selection over the whole history
+/// against the baselines, and records the champion's selection for every change. Returns the
+/// version trained, or None when the history is too short to learn from.
+fn test_selection(lake: &Lake, seed: u64, config: &Config) -> anyhow::Result<Option<String>> {
+    let defaults = ReplayOptions::default();
+    let options = ReplayOptions {
+        train: TrainConfig {
+            seed,
+            ..defaults.train.clone()
+        },
+        must_run: config.tests.must_run.clone(),
+        ..defaults
+    };
+    let trained = match train_tests(lake, &options, TEST_EVAL_FRACTION) {
+        Ok(trained) => trained,
+        Err(maestro_models::Error::Data(reason)) => {
+            print(&format!("test-selection model not trained: {reason}\n"))?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e).context("training the test-selection model"),
+    };
+    print(&super::train::describe_tests(&trained))?;
+    let report = super::eval::replay_and_record(lake, &options)?;
+    print(&super::eval::describe(&report, options.target))?;
+    let served = TestRegistry::new(lake.root()).load_champion()?;
+    print(&super::select_tests::record_selections(
+        lake,
+        &served,
+        options.target,
+        &options.must_run,
+        &DateRange::default(),
+    )?)?;
+    Ok(Some(trained.manifest.version))
+}
+
+/// The service and first file of the latest change that names its files.
+async fn latest_changed_file(lake: &Lake) -> anyhow::Result<Option<(String, String)>> {
+    let session = LakeSession::open(lake).await?;
+    let batches = session
+        .query(
+            "select service, files[1] from changes where cardinality(files) > 0 \
+             order by merged_at desc, change_id limit 1",
+        )
+        .await?;
+    Ok(batches.first().filter(|b| b.num_rows() > 0).map(|batch| {
+        (
+            maestro_reports::cell_text(batch, 0, 0),
+            maestro_reports::cell_text(batch, 1, 0),
+        )
+    }))
+}
+
 /// Rows, partitions and time range of every table.
 async fn lake_summary(lake: &Lake) -> anyhow::Result<String> {
     let session = LakeSession::open(lake).await?;
     let mut text = format!("the lake at {} now holds:\n", lake.root().display());
     let _ = writeln!(
         text,
-        "  {:<16} {:>10} {:>11}",
+        "  {:<22} {:>10} {:>11}",
         "table", "rows", "partitions"
     );
     for table in RAW_TABLES
@@ -134,7 +209,7 @@ async fn lake_summary(lake: &Lake) -> anyhow::Result<String> {
             ))
             .await?;
         let cell = |column| maestro_reports::cell_text(&batches[0], column, 0);
-        let _ = writeln!(text, "  {:<16} {:>10} {:>11}", table.name, cell(0), cell(1));
+        let _ = writeln!(text, "  {:<22} {:>10} {:>11}", table.name, cell(0), cell(1));
     }
     Ok(text)
 }

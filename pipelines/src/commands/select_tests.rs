@@ -9,7 +9,7 @@ use anyhow::Context;
 use maestro_datasets::schema::Ts;
 use maestro_datasets::{Lake, WriteMode};
 use maestro_models::scoring::DateRange;
-use maestro_models::test_registry::{TestRegistry, select_changes};
+use maestro_models::test_registry::{ServedModel, TestRegistry, select_changes};
 use maestro_models::test_selection::{
     ChangeRequest, Reason, ServedSelection, Target, TestPick, select_for_change,
 };
@@ -62,21 +62,13 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
             from: args.date.clone().or(args.from.clone()),
             to: args.date.clone().or(args.to.clone()),
         };
-        let selections = select_changes(&lake, &served, target, &config.tests.must_run, &range)?;
-        let mut txn = lake.begin()?;
-        txn.write(&selections.verdicts, WriteMode::ReplacePartitions)?;
-        txn.commit()?;
-        let (selected, suite) = selections.verdicts.iter().fold((0.0, 0.0), |(s, t), v| {
-            (s + v.selected_seconds, t + v.suite_seconds)
-        });
-        print(&format!(
-            "test_selection: {} changes selected for by {} at {} ({:.1}% of suite time); {} changes of services with no known suite skipped\n",
-            selections.verdicts.len(),
-            selections.model_version,
-            target.label(),
-            100.0 * selected / f64::max(suite, f64::MIN_POSITIVE),
-            selections.without_suite
-        ))?;
+        print(&record_selections(
+            &lake,
+            &served,
+            target,
+            &config.tests.must_run,
+            &range,
+        )?)?;
         return Ok(Outcome::Ok);
     }
     let request = ChangeRequest {
@@ -109,6 +101,32 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
     };
     print(&text)?;
     Ok(Outcome::Ok)
+}
+
+/// The served model's selection for every change merged in `range`, written to
+/// `test_selection` (those dates replaced), and a line saying what was written.
+pub(crate) fn record_selections(
+    lake: &Lake,
+    served: &ServedModel,
+    target: Target,
+    must_run: &[String],
+    range: &DateRange,
+) -> anyhow::Result<String> {
+    let selections = select_changes(lake, served, target, must_run, range)?;
+    let mut txn = lake.begin()?;
+    txn.write(&selections.verdicts, WriteMode::ReplacePartitions)?;
+    txn.commit()?;
+    let (selected, suite) = selections.verdicts.iter().fold((0.0, 0.0), |(s, t), v| {
+        (s + v.selected_seconds, t + v.suite_seconds)
+    });
+    Ok(format!(
+        "test_selection: {} changes selected for by {} at {} ({:.1}% of suite time); {} changes of services with no known suite skipped\n",
+        selections.verdicts.len(),
+        selections.model_version,
+        target.label(),
+        100.0 * selected / f64::max(suite, f64::MIN_POSITIVE),
+        selections.without_suite
+    ))
 }
 
 /// Non-empty trimmed lines of a file, or of stdin for "-".
