@@ -9,6 +9,9 @@
 //! `maestro-scale risk [--days N] [--services N]` trains both risk models on generated history
 //! and prints their ROC-AUC beside the baselines and the oracle, then scores the lake and judges
 //! every canary against the injected regressions.
+//! `maestro-scale tests [--days N] [--services N]` replays test selection at a budget of a third
+//! of suite time and prints what the model, the baselines and an oracle of the generator's true
+//! failure probabilities caught.
 //! `maestro-scale select-tests [--tests N]` times the answer of test selection for one change on
 //! a suite of N tests (50,000 by default), once the model and its history are loaded.
 //! Run them with the release build: `cargo run --release -p maestro-benches -- ingest`.
@@ -40,6 +43,12 @@ fn main() -> anyhow::Result<()> {
                 number("--services", 16.0)? as usize,
             );
         }
+        Some("tests") => {
+            return models::test_selection_quality(
+                number("--days", 90.0)? as u32,
+                number("--services", 8.0)? as usize,
+            );
+        }
         Some("select-tests") => {
             return models::select_tests_speed(number("--tests", 50_000.0)? as usize);
         }
@@ -51,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
         Some("demo") => demo(&maestro),
         _ => bail!(
-            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | training [--rows N] [--columns N] | risk [--days N] [--services N] | select-tests [--tests N]"
+            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N]"
         ),
     }
 }

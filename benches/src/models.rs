@@ -1,20 +1,26 @@
 //! Model benchmarks: training and scoring speed on one core, the risk model's and the canary
-//! judge's quality on generated history, and how fast test selection answers for a large suite.
+//! judge's quality on generated history, test selection's quality against its baselines and an
+//! oracle, and how fast test selection answers for a large suite.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::time::Instant;
 
 use maestro_datasets::Lake;
 use maestro_datasets::generate::{GenerateOptions, generate};
 use maestro_datasets::ingest::{IngestOptions, ingest};
+use maestro_datasets::schema::TestSelectionReplay;
 use maestro_models::canary::{CanaryConfig, judge_canaries};
 use maestro_models::network::{Matrix, ModelKind, Network, TrainConfig};
 use maestro_models::risk::{RiskTrainOptions, read_oracle};
 use maestro_models::scoring::{DateRange, Thresholds, score_deployments};
 use maestro_models::telemetry;
-use maestro_models::test_history::{ChangeFacts, History, Outcome, TestOutcome, TestRun};
+use maestro_models::test_history::{
+    ChangeFacts, History, Outcome, TestOutcome, TestRun, read_changes,
+};
 use maestro_models::test_selection::{
-    ChangeRequest, ReplayOptions, Target, build_pairs, select_for_change, train,
+    Candidate, ChangeRequest, ReplayOptions, Target, apfd, build_pairs, replay, select,
+    select_for_change, train,
 };
 use maestro_models::train::train_risk;
 use rand::{Rng, SeedableRng};
@@ -281,4 +287,235 @@ pub fn select_tests_speed(tests: usize) -> anyhow::Result<()> {
         peak_rss_mb()
     );
     Ok(())
+}
+
+/// Replays test selection over generated history at a budget of a third of the suite's time,
+/// and sets it beside the baselines and an oracle that knows the generator's true failure
+/// probabilities: the most any policy can catch in that time. A failing change whose only
+/// failures are background failures (tests that cover none of its files) cannot be foreseen
+/// from the change; the figures say how many there are and what each policy caught of the rest.
+pub fn test_selection_quality(days: u32, services: usize) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let started = Instant::now();
+    generate(
+        scratch.path(),
+        &GenerateOptions {
+            days,
+            services,
+            ..Default::default()
+        },
+    )?;
+    let lake = Lake::open(scratch.path().join("lake"))?;
+    ingest(
+        &lake,
+        &[scratch.path().join("sources")],
+        &IngestOptions::default(),
+        &|_| {},
+    )?;
+    println!(
+        "{days} days x {services} services generated and ingested in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let truth = TestTruth::read(scratch.path())?;
+    let changes = read_changes(&lake)?;
+    let budget = Target::TimeShare(1.0 / 3.0);
+    let started = Instant::now();
+    let report = replay(
+        &lake,
+        &ReplayOptions {
+            target: budget,
+            ..Default::default()
+        },
+    )?;
+    println!(
+        "replay: {} changes, {} failing, {} models trained in {:.1} s",
+        report.changes,
+        report.failing_changes,
+        report.trainings,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Each replayed change's suite as the model's policy saw it, in run order.
+    let mut runs: BTreeMap<(i64, String), Vec<&TestSelectionReplay>> = BTreeMap::new();
+    for row in report.rows.iter().filter(|r| r.policy == "model") {
+        runs.entry((row.started_at.0, row.run_id.clone()))
+            .or_default()
+            .push(row);
+    }
+    let mut figures: BTreeMap<&str, CaughtCounts> = BTreeMap::new();
+    for rows in runs.values() {
+        let change = changes.get(&rows[0].change_id);
+        let buggy = truth.buggy.contains(&rows[0].change_id);
+        let touches = |test_id: &str| {
+            change.is_some_and(|c| {
+                truth
+                    .covers
+                    .get(test_id)
+                    .is_some_and(|covered| c.files.iter().any(|f| covered.contains(f)))
+            })
+        };
+        let failed: Vec<bool> = rows.iter().map(|r| r.outcome == "failed").collect();
+        if !failed.iter().any(|f| *f) {
+            continue;
+        }
+        let foreseeable = rows
+            .iter()
+            .zip(&failed)
+            .any(|(r, f)| *f && touches(&r.test_id));
+        let oracle: Vec<Candidate> = rows
+            .iter()
+            .map(|r| Candidate {
+                test_id: r.test_id.clone(),
+                probability: match (touches(&r.test_id), buggy) {
+                    (true, true) => 0.65,
+                    (true, false) => 0.08,
+                    _ => 0.002,
+                },
+                duration_s: truth
+                    .mean_duration_s
+                    .get(&r.test_id)
+                    .copied()
+                    .unwrap_or(1.0),
+                seen_before: true,
+                must_run: false,
+            })
+            .collect();
+        let oracle = select(&oracle, budget);
+        let caught_by =
+            |selected: &dyn Fn(usize) -> bool| (0..rows.len()).any(|i| failed[i] && selected(i));
+        let model_caught = caught_by(&|i| rows[i].selected);
+        let oracle_caught = caught_by(&|i| oracle.selected(i));
+        for (policy, caught) in [("model", model_caught), ("oracle", oracle_caught)] {
+            figures.entry(policy).or_default().add(caught, foreseeable);
+        }
+        figures.entry("oracle apfd").or_default().apfd += apfd(&oracle.order, &failed);
+    }
+    let model = report.policies.iter().find(|p| p.policy == "model");
+    let counts = figures.get("model").cloned().unwrap_or_default();
+    println!(
+        "{} failing changes: {} with a failure in a test covering a changed file, {} failing only in tests unrelated to the change (background failures)",
+        counts.failing,
+        counts.foreseeable,
+        counts.failing - counts.foreseeable
+    );
+    println!(
+        "at a budget of a third of suite time (baselines get the model's time on each change):"
+    );
+    println!(
+        "  {:<16} {:>10} {:>16} {:>28} {:>7}",
+        "policy", "test time", "failing changes", "foreseeable failing changes", "APFD"
+    );
+    for p in &report.policies {
+        let foreseen = (p.policy == "model").then(|| counts.foreseeable_share());
+        println!(
+            "  {:<16} {:>9.1}% {:>15.1}% {:>28} {:>7.3}",
+            p.policy,
+            100.0 * p.time_share,
+            100.0 * p.failing_changes_caught,
+            foreseen.map_or("".into(), |s| format!("{:.1}%", 100.0 * s)),
+            p.apfd
+        );
+    }
+    if let Some(oracle) = figures.get("oracle") {
+        println!(
+            "  {:<16} {:>10} {:>15.1}% {:>27.1}% {:>7.3}",
+            "oracle",
+            "<= 33.3%",
+            100.0 * oracle.caught as f64 / oracle.failing.max(1) as f64,
+            100.0 * oracle.foreseeable_share(),
+            figures["oracle apfd"].apfd / oracle.failing.max(1) as f64
+        );
+    }
+    if let Some(model) = model {
+        let best_baseline = report
+            .policies
+            .iter()
+            .filter(|p| p.policy != "model" && p.policy != "run_all")
+            .map(|p| p.apfd)
+            .fold(f64::NAN, f64::max);
+        println!(
+            "model APFD {:.3} against the best baseline's {:.3} (run_all {:.3})",
+            model.apfd,
+            best_baseline,
+            report
+                .policies
+                .iter()
+                .find(|p| p.policy == "run_all")
+                .map_or(f64::NAN, |p| p.apfd)
+        );
+    }
+    println!("confidence curve of the model:");
+    for point in report.curve.iter().filter(|p| p.policy == "model") {
+        println!(
+            "  {:<18} {:>6.1}% of test time {:>6.1}% of failing changes",
+            point.target,
+            100.0 * point.time_share,
+            100.0 * point.failing_changes_caught
+        );
+    }
+    println!("peak memory {:.0} MB", peak_rss_mb());
+    Ok(())
+}
+
+/// Failing changes, and how many of them a policy caught, overall and among the foreseeable.
+#[derive(Debug, Clone, Default)]
+struct CaughtCounts {
+    failing: usize,
+    caught: usize,
+    foreseeable: usize,
+    foreseeable_caught: usize,
+    apfd: f64,
+}
+
+impl CaughtCounts {
+    fn add(&mut self, caught: bool, foreseeable: bool) {
+        self.failing += 1;
+        self.caught += usize::from(caught);
+        self.foreseeable += usize::from(foreseeable);
+        self.foreseeable_caught += usize::from(caught && foreseeable);
+    }
+
+    fn foreseeable_share(&self) -> f64 {
+        self.foreseeable_caught as f64 / self.foreseeable.max(1) as f64
+    }
+}
+
+/// What the generator knows of its tests and changes (`truth/tests.csv`, `truth/changes.csv`).
+struct TestTruth {
+    covers: HashMap<String, HashSet<String>>,
+    mean_duration_s: HashMap<String, f64>,
+    buggy: HashSet<String>,
+}
+
+impl TestTruth {
+    fn read(dir: &Path) -> anyhow::Result<TestTruth> {
+        let mut truth = TestTruth {
+            covers: HashMap::new(),
+            mean_duration_s: HashMap::new(),
+            buggy: HashSet::new(),
+        };
+        let mut tests = csv::Reader::from_path(dir.join("truth/tests.csv"))?;
+        for record in tests.deserialize::<HashMap<String, String>>() {
+            let record = record?;
+            let id = record["test_id"].clone();
+            truth.covers.insert(
+                id.clone(),
+                record["covered_files"]
+                    .split(';')
+                    .map(String::from)
+                    .collect(),
+            );
+            truth
+                .mean_duration_s
+                .insert(id, record["mean_duration_s"].parse()?);
+        }
+        let mut changes = csv::Reader::from_path(dir.join("truth/changes.csv"))?;
+        for record in changes.deserialize::<HashMap<String, String>>() {
+            let record = record?;
+            if record["is_buggy"] == "true" {
+                truth.buggy.insert(record["change_id"].clone());
+            }
+        }
+        Ok(truth)
+    }
 }

@@ -445,7 +445,7 @@ impl History {
     /// in the order of `PAIR_FEATURES`.
     pub fn features(
         &self,
-        change: &ChangeFacts,
+        change: &ChangePaths,
         test_service: &str,
         test: &TestOutcome,
         at: i64,
@@ -462,16 +462,16 @@ impl History {
         });
         let window_rate = |days: i64| -> f64 {
             let Some(s) = state else { return 0.0 };
-            let recent: Vec<bool> = s
+            let (mut runs, mut failures) = (0, 0);
+            for (_, failed) in s
                 .recent
                 .iter()
                 .filter(|(t, _)| *t >= at - days * DAY_MICROS)
-                .map(|(_, failed)| *failed)
-                .collect();
-            ratio(
-                recent.iter().filter(|f| **f).count() as u32,
-                recent.len() as u32,
-            )
+            {
+                runs += 1;
+                failures += u32::from(*failed);
+            }
+            ratio(failures, runs)
         };
         let test_co_failure = self.co_failure.get(&test.test_id);
         let co_failure = |paths: &mut dyn Iterator<Item = &String>| -> (f64, f64) {
@@ -486,8 +486,8 @@ impl History {
             }
             (best, f64::from(count).ln_1p())
         };
-        let (file_rate, file_count) = co_failure(&mut change.files.iter());
-        let (dir_rate, dir_count) = co_failure(&mut directories(&change.files).iter());
+        let (file_rate, file_count) = co_failure(&mut change.facts.files.iter());
+        let (dir_rate, dir_count) = co_failure(&mut change.directories.iter());
         let fresh_tokens;
         let test_tokens = match state {
             Some(s) => &s.tokens,
@@ -497,26 +497,24 @@ impl History {
             }
         };
         let overlap = change
-            .files
+            .file_tokens
             .iter()
-            .map(|f| {
-                let tokens = path_tokens(f);
-                if tokens.is_empty() {
-                    return 0.0;
-                }
+            .filter(|tokens| !tokens.is_empty())
+            .map(|tokens| {
                 tokens.iter().filter(|t| test_tokens.contains(*t)).count() as f64
                     / tokens.len() as f64
             })
             .fold(0.0, f64::max);
-        let distance = if change.service.is_empty() || change.service == test_service {
+        let distance = if change.facts.service.is_empty() || change.facts.service == test_service {
             0.0
         } else {
             self.distances
-                .get(&change.service)
+                .get(&change.facts.service)
                 .and_then(|d| d.get(test_service))
                 .map_or(NO_PATH, |d| f64::from(*d))
         };
         let (author_changes, author_failing) = change
+            .facts
             .author
             .as_ref()
             .and_then(|a| self.authors.get(a))
@@ -536,8 +534,8 @@ impl History {
             dir_count,
             overlap,
             distance,
-            change.size.ln_1p(),
-            (change.files.len() as f64).ln_1p(),
+            change.facts.size.ln_1p(),
+            (change.facts.files.len() as f64).ln_1p(),
             ratio(author_failing, author_changes),
             f64::from(author_changes).ln_1p(),
         ]
@@ -626,6 +624,25 @@ fn directories(files: &[String]) -> Vec<String> {
     dirs
 }
 
+/// A change with what the features need of its paths, worked out once for all its tests.
+pub struct ChangePaths<'a> {
+    /// The change itself.
+    pub facts: &'a ChangeFacts,
+    directories: Vec<String>,
+    file_tokens: Vec<BTreeSet<String>>,
+}
+
+impl<'a> ChangePaths<'a> {
+    /// The change's directories and the word tokens of each of its files.
+    pub fn new(facts: &'a ChangeFacts) -> ChangePaths<'a> {
+        ChangePaths {
+            facts,
+            directories: directories(&facts.files),
+            file_tokens: facts.files.iter().map(|f| path_tokens(f)).collect(),
+        }
+    }
+}
+
 /// Lower-case word tokens of a path or name, without generic ones and numbers.
 fn path_tokens(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !c.is_ascii_alphanumeric())
@@ -685,14 +702,14 @@ mod tests {
         };
         let mut history = History::new(Distances::new());
         let test = outcome("t", Outcome::Passed);
-        let before = history.features(&change, "api", &test, 0);
+        let before = history.features(&ChangePaths::new(&change), "api", &test, 0);
         assert_eq!(feature(&before, "runs_seen"), 0.0);
         // "billing" of src/billing/invoice.rs is in the test's class; "invoice" is not.
         assert_eq!(feature(&before, "path_token_overlap"), 0.5);
 
         history.observe(&run(0, Outcome::Failed), &change);
         history.observe(&run(1, Outcome::Flaky), &change);
-        let after = history.features(&change, "api", &test, 40 * DAY_MICROS);
+        let after = history.features(&ChangePaths::new(&change), "api", &test, 40 * DAY_MICROS);
         assert_eq!(feature(&after, "fail_rate_all"), 0.5);
         assert_eq!(feature(&after, "flaky_rate"), 0.5);
         // Both runs are older than 30 days at day 40.

@@ -25,8 +25,8 @@ use crate::metrics::PlattScaling;
 use crate::network::{Matrix, ModelKind, Network, TrainConfig, TrainReport};
 use crate::risk::Scaler;
 use crate::test_history::{
-    ChangeFacts, History, Outcome, PAIR_FEATURES, TestOutcome, TestRun, TestStats, read_changes,
-    read_runs, service_distances,
+    ChangeFacts, ChangePaths, History, Outcome, PAIR_FEATURES, TestOutcome, TestRun, TestStats,
+    read_changes, read_runs, service_distances,
 };
 use maestro_datasets::lake::Lake;
 
@@ -52,8 +52,8 @@ impl Target {
     pub fn label(&self) -> String {
         match self {
             Target::Confidence(c) => format!("confidence {c}"),
-            // Rounded so that 0.3 reads 30%, not 30.000000000000004%.
-            Target::TimeShare(s) => format!("budget {}%", (1e6 * s).round() / 1e4),
+            // Rounded so that 0.3 reads 30%, not 30.000000000000004%, and a third 33.33%.
+            Target::TimeShare(s) => format!("budget {}%", (1e4 * s).round() / 1e2),
             Target::Seconds(s) => format!("budget {s}s"),
         }
     }
@@ -389,8 +389,9 @@ pub fn select_for_change(
         })
         .collect();
     let mut values = Vec::with_capacity(outcomes.len() * PAIR_FEATURES.len());
+    let paths = ChangePaths::new(&change);
     for test in &outcomes {
-        values.extend(history.features(&change, &service, test, request.at));
+        values.extend(history.features(&paths, &service, test, request.at));
     }
     let rows: Vec<usize> = (0..outcomes.len()).collect();
     let probabilities = model.predict(&values, &rows)?;
@@ -495,13 +496,14 @@ pub fn build_pairs(
     for (r, run) in runs.iter().enumerate() {
         let change = change_of(run, changes);
         if history.is_full(run) && run.change_id.is_some() {
+            let paths = ChangePaths::new(&change);
             for (t, test) in run.tests.iter().enumerate() {
                 if test.outcome == Outcome::Skipped {
                     continue;
                 }
                 pairs
                     .values
-                    .extend(history.features(&change, &run.service, test, run.at));
+                    .extend(history.features(&paths, &run.service, test, run.at));
                 pairs.run.push(r);
                 pairs.test.push(t);
                 pairs.at.push(run.at);
@@ -714,7 +716,7 @@ impl Walk {
 const CURVE_CONFIDENCES: [f64; 10] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0];
 
 /// Shares of suite time at which the curve compares the model with the baselines.
-const CURVE_BUDGETS: [f64; 7] = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0];
+const CURVE_BUDGETS: [f64; 7] = [0.05, 0.1, 0.2, 1.0 / 3.0, 0.5, 0.75, 1.0];
 
 /// The curve's points: the model at every confidence target, then every ranking policy but
 /// run_all (index into `POLICIES`) at every budget.
