@@ -101,9 +101,9 @@ pub fn training_speed(rows: usize, columns: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Generates `days` of history for `services`, ingests it, trains both model kinds with the
-/// oracle beside them, scores every deployment, and judges every canary.
-pub fn risk_quality(days: u32, services: usize) -> anyhow::Result<()> {
+/// A scratch folder with `days` of generated history for `services` (its truth under `truth/`),
+/// ingested into a lake there.
+fn generated_lake(days: u32, services: usize) -> anyhow::Result<(tempfile::TempDir, Lake)> {
     let scratch = tempfile::tempdir()?;
     let started = Instant::now();
     generate(
@@ -125,6 +125,13 @@ pub fn risk_quality(days: u32, services: usize) -> anyhow::Result<()> {
         "{days} days x {services} services generated and ingested in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok((scratch, lake))
+}
+
+/// Generates `days` of history for `services`, ingests it, trains both model kinds with the
+/// oracle beside them, scores every deployment, and judges every canary.
+pub fn risk_quality(days: u32, services: usize) -> anyhow::Result<()> {
+    let (scratch, lake) = generated_lake(days, services)?;
     let oracle = read_oracle(&scratch.path().join("truth/deployments.csv"))?;
     for kind in [ModelKind::Logistic, ModelKind::Mlp] {
         let options = RiskTrainOptions {
@@ -295,27 +302,7 @@ pub fn select_tests_speed(tests: usize) -> anyhow::Result<()> {
 /// failures are background failures (tests that cover none of its files) cannot be foreseen
 /// from the change; the figures say how many there are and what each policy caught of the rest.
 pub fn test_selection_quality(days: u32, services: usize) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir()?;
-    let started = Instant::now();
-    generate(
-        scratch.path(),
-        &GenerateOptions {
-            days,
-            services,
-            ..Default::default()
-        },
-    )?;
-    let lake = Lake::open(scratch.path().join("lake"))?;
-    ingest(
-        &lake,
-        &[scratch.path().join("sources")],
-        &IngestOptions::default(),
-        &|_| {},
-    )?;
-    println!(
-        "{days} days x {services} services generated and ingested in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let (scratch, lake) = generated_lake(days, services)?;
     let truth = TestTruth::read(scratch.path())?;
     let changes = read_changes(&lake)?;
     let budget = Target::TimeShare(1.0 / 3.0);
