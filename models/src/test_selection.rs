@@ -718,13 +718,14 @@ const CURVE_CONFIDENCES: [f64; 10] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.99
 /// Shares of suite time at which the curve compares the model with the baselines.
 const CURVE_BUDGETS: [f64; 7] = [0.05, 0.1, 0.2, 1.0 / 3.0, 0.5, 0.75, 1.0];
 
-/// The curve's points: the model at every confidence target, then every ranking policy but
-/// run_all (index into `POLICIES`) at every budget.
+/// The curve's points, as (index into `POLICIES`, target): the model at every confidence
+/// target, then every policy that ranks (all but run_all) at every budget.
 fn curve_targets() -> Vec<(usize, Target)> {
     let confidences = CURVE_CONFIDENCES
         .iter()
         .map(|goal| (0, Target::Confidence(*goal)));
-    let budgets = [0, 2, 3, 4].into_iter().flat_map(|policy| {
+    let ranking = (0..POLICIES.len()).filter(|p| POLICIES[*p] != "run_all");
+    let budgets = ranking.flat_map(|policy| {
         CURVE_BUDGETS
             .iter()
             .map(move |share| (policy, Target::TimeShare(*share)))
