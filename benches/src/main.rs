@@ -18,6 +18,11 @@
 
 mod models;
 
+/// The allocator `maestro` runs with, so that runs timed in this process (training, replay,
+/// select-tests) measure what the command would take.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -30,9 +30,12 @@
 //!
 //! **Tests.** Each test covers 1–3 files of its service. In a change's CI run, a test fails with
 //! probability 0.65 if the change is buggy and touches a covered file, 0.08 if it touches a
-//! covered file without a bug, and 0.002 otherwise. A flaky test (6% of tests) also fails with
-//! its flake probability and then passes on retry; the report records the retry. Durations are
-//! log-normal per test; 5% of tests are slow (10–90 s).
+//! covered file without a bug, and 0 otherwise. Tests also break for reasons outside any change
+//! (a dependency's release, an expired certificate, a shared fixture): in each run a working test
+//! breaks with probability 0.0005, and a broken test fails in every run of its service until it
+//! is fixed, 1–12 hours later (`truth/test_breakages.csv`). A flaky test (6% of tests) also fails
+//! with its flake probability and then passes on retry; the report records the retry. Durations
+//! are log-normal per test; 5% of tests are slow (10–90 s).
 //!
 //! **Audit.** Most production access is by the deploy service account; 4% of `pods/exec` and
 //! secret reads are by humans outside the `break-glass` group, some role grants give
@@ -156,6 +159,8 @@ struct TestDef {
     covers: Vec<usize>,
     mean_duration_s: f64,
     flake_probability: f64,
+    /// Until when the test is broken for reasons outside any change (0: it works).
+    broken_until: i64,
 }
 
 struct Developer {
@@ -227,6 +232,7 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
 
     let start = options.start.0;
     let mut truth_changes = String::from("change_id,service,p_buggy,is_buggy\n");
+    let mut truth_breakages = String::from("service,test_id,run_id,broken_at,fixed_at\n");
     let mut truth_deployments =
         String::from("deployment_id,service,p_bad,is_bad,effect,caused_incident_id\n");
     let mut windows: Vec<Window> = Vec::new();
@@ -270,8 +276,14 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
             // CI: one JUnit report per change.
             for change in &day_changes {
                 run_counter += 1;
-                summary.test_results +=
-                    write_junit(&mut w, &mut rng, &services[s], change, run_counter)?;
+                summary.test_results += write_junit(
+                    &mut w,
+                    &mut rng,
+                    &mut services[s],
+                    change,
+                    run_counter,
+                    &mut truth_breakages,
+                )?;
             }
             // Deployments: after the day's changes, in one or two batches.
             if day_changes.is_empty() {
@@ -530,6 +542,7 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
     w.write_truth("changes.csv", truth_changes.as_bytes())?;
     w.write_truth("deployments.csv", truth_deployments.as_bytes())?;
     w.write_truth("tests.csv", truth_tests.as_bytes())?;
+    w.write_truth("test_breakages.csv", truth_breakages.as_bytes())?;
     w.write_truth("RULES.md", rules_text().as_bytes())?;
     summary.source_files = w.files;
     summary.source_bytes = w.bytes;
@@ -611,6 +624,7 @@ fn make_services(rng: &mut ChaCha8Rng, count: usize) -> Vec<Service> {
                         } else {
                             0.0
                         },
+                        broken_until: 0,
                     }
                 })
                 .collect();
@@ -820,12 +834,14 @@ fn title(flag: bool) -> String {
     if flag { "True".into() } else { "False".into() }
 }
 
+/// Writes one CI run's JUnit report; a test that breaks in this run is recorded in `breakages`.
 fn write_junit(
     w: &mut Writer,
     rng: &mut ChaCha8Rng,
-    service: &Service,
+    service: &mut Service,
     change: &GeneratedChange,
     run: usize,
+    breakages: &mut String,
 ) -> Result<usize> {
     let run_id = format!("ci-{run:06}");
     let started = change.at - rng.random_range(5 * MINUTE..40 * MINUTE);
@@ -842,16 +858,28 @@ fn write_junit(
     ));
     let mut rows = 0;
     let mut total = 0.0;
-    for test in &service.tests {
+    for test in &mut service.tests {
         let touches = test.covers.iter().any(|f| change.files.contains(f));
         let p_fail = match (touches, change.is_buggy) {
             (true, true) => 0.65,
             (true, false) => 0.08,
-            _ => 0.002,
+            _ => 0.0,
         };
+        if test.broken_until <= started && rng.random_bool(0.0005) {
+            test.broken_until = started + rng.random_range(HOUR..12 * HOUR);
+            let _ = writeln!(
+                breakages,
+                "{},{}::{},{run_id},{},{}",
+                service.name,
+                test.classname,
+                test.name,
+                Ts(started).to_rfc3339(),
+                Ts(test.broken_until).to_rfc3339()
+            );
+        }
         let duration = (test.mean_duration_s * rng.random_range(0.7f64..1.4)).max(0.001);
         total += duration;
-        let really_fails = rng.random_bool(p_fail);
+        let really_fails = rng.random_bool(p_fail) || test.broken_until > started;
         let flakes = !really_fails
             && test.flake_probability > 0.0
             && rng.random_bool(test.flake_probability);

@@ -477,8 +477,9 @@ fn card(m: &TestManifest) -> String {
          - A test never seen before has no history: it is always selected, never ranked.\n\
          - The confidence assumes tests fail independently; tests that fail together make it \
            optimistic. The curve above shows what each target really caught.\n\
-         - Failures unrelated to the change (a broken environment, a rare random failure) look \
-           like any other failure and cannot be predicted from the change.\n\
+         - A test that breaks for reasons outside the change (a broken environment, a \
+           dependency's release) is ranked high from its next run on, by its recent failures; \
+           the run in which it breaks cannot be foreseen.\n\
          - Features come from the saved history: retrain to learn from newer runs.\n",
     );
     text

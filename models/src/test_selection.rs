@@ -413,15 +413,17 @@ pub fn select_for_change(
     let mut order = selection.order.clone();
     // Selected tests first, each group in rank order.
     order.sort_by_key(|i| !selection.selected(*i));
+    // Each test is picked once: its texts move into the answer rather than being copied.
+    let mut outcomes = outcomes;
     let tests = order
         .iter()
         .map(|i| {
-            let (test, candidate) = (&outcomes[*i], &candidates[*i]);
+            let (test, candidate) = (&mut outcomes[*i], &candidates[*i]);
             TestPick {
-                test_id: test.test_id.clone(),
-                name: test.name.clone(),
-                classname: test.classname.clone(),
-                file: test.file.clone(),
+                test_id: std::mem::take(&mut test.test_id),
+                name: std::mem::take(&mut test.name),
+                classname: test.classname.take(),
+                file: test.file.take(),
                 probability: candidate.seen_before.then_some(candidate.probability),
                 duration_s: candidate.duration_s,
                 selected: selection.selected(*i),

@@ -141,7 +141,7 @@ fn training_registers_a_reproducible_model_and_guards_its_weights() {
 #[test]
 fn the_change_model_trains_on_jit_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = lake_with_history(dir.path(), 20);
+    let lake = lake_with_history(dir.path(), 30);
     let options = RiskTrainOptions {
         level: Level::Change,
         ..quick(ModelKind::Logistic, 1)
