@@ -1549,4 +1549,52 @@ mod tests {
         generate(other.path(), &GenerateOptions { seed: 7, ..options }).unwrap();
         assert_ne!(tree(a.path()), tree(other.path()));
     }
+
+    #[test]
+    fn a_broken_test_fails_in_every_run_until_it_is_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = GenerateOptions {
+            days: 20,
+            services: 3,
+            ..Default::default()
+        };
+        generate(dir.path(), &options).unwrap();
+        // Every test result of the history, read back with the JUnit reader.
+        let context = crate::readers::ReportContext::default();
+        let mut results = Vec::new();
+        for (path, bytes) in tree(&dir.path().join("sources/junit")) {
+            let chunk = crate::readers::Chunk::whole_file(&bytes, &path, None, &context);
+            let mut records = crate::readers::Records::default();
+            crate::readers::junit::read(&chunk, &mut records);
+            results.extend(records.test_results);
+        }
+        let breakages = fs::read_to_string(dir.path().join("truth/test_breakages.csv")).unwrap();
+        // Breakages checked, and of those, ones that outlasted the run in which they broke.
+        let (mut checked, mut lasting) = (0, 0);
+        for line in breakages.lines().skip(1) {
+            let [_, test_id, _, broken_at, fixed_at] = line.split(',').collect::<Vec<_>>()[..]
+            else {
+                panic!("a breakage has five columns: {line}");
+            };
+            let (broken_at, fixed_at) =
+                (Ts::parse(broken_at).unwrap(), Ts::parse(fixed_at).unwrap());
+            let runs: Vec<_> = results
+                .iter()
+                .filter(|r| {
+                    r.test_id == test_id && r.started_at >= broken_at && r.started_at < fixed_at
+                })
+                .collect();
+            assert!(!runs.is_empty(), "{test_id} broke in a run of its own");
+            assert!(
+                runs.iter().all(|r| &*r.status == "failed"),
+                "{test_id}: {runs:?}"
+            );
+            checked += 1;
+            lasting += usize::from(runs.len() > 1);
+        }
+        assert!(
+            lasting > 0,
+            "of {checked} breakages, none outlasted its first run"
+        );
+    }
 }
