@@ -249,7 +249,7 @@ pub struct TrainRiskArgs {
     /// What a row is: a deployment, or a change (labelled by is_buggy).
     #[arg(long, value_enum, default_value_t = LevelArg::Deployment)]
     pub level: LevelArg,
-    /// Model kind [default: from the configuration, else mlp].
+    /// Model kind [default: from the configuration, else logistic].
     #[arg(long, value_enum)]
     pub model: Option<ModelArg>,
     /// Share of the newest labelled rows held back for evaluation [default: 0.2].

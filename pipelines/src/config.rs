@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [risk]
-//! model = "mlp"            # or "logistic"
+//! model = "logistic"       # or "mlp"
 //! hidden = [64, 64]
 //! max_epochs = 200
 //! batch_size = 256

@@ -62,7 +62,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let options = RiskTrainOptions {
         train: TrainConfig {
             seed: args.history.seed,
-            ..Default::default()
+            ..RiskTrainOptions::default().train
         },
         ..Default::default()
     };

@@ -113,7 +113,7 @@ pub(crate) fn options(
     config: &RiskConfig,
 ) -> anyhow::Result<RiskTrainOptions> {
     let defaults = RiskTrainOptions::default();
-    let train_defaults = TrainConfig::default();
+    let train_defaults = defaults.train.clone();
     let level = super::models::level(args.level);
     let kind = match args.model {
         Some(ModelArg::Logistic) => ModelKind::Logistic,
