@@ -8,8 +8,9 @@
 //!   `otlp/metrics-<day>.jsonl` and `otlp/traces-<day>.jsonl` (collector file-exporter lines),
 //!   `audit/k8s-<day>.jsonl` and `audit/cloudtrail-<day>.json`, `openslo/<service>.yaml`.
 //! - `truth/` — what no real source records: the true probabilities behind every label
-//!   (`changes.csv`, `deployments.csv`, `tests.csv`) and `RULES.md`, which restates the rules
-//!   below. Models are judged against this oracle.
+//!   (`changes.csv`, `deployments.csv`, `tests.csv`), the tests that broke outside any change
+//!   (`test_breakages.csv`) and `RULES.md`, which restates the rules below. Models are judged
+//!   against this oracle.
 //!
 //! # The hidden rules
 //!
