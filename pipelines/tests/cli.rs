@@ -55,7 +55,11 @@ fn demo_generates_ingests_and_summarises_the_lake() {
     );
     let text = stdout(&out);
     assert!(text.contains("rejected 0"), "{text}");
-    assert!(text.contains("trained deployment-0001"), "{text}");
+    // Logistic regression is the default risk model.
+    assert!(
+        text.contains("trained deployment-0001 (logistic over"),
+        "{text}"
+    );
     assert!(text.contains("baseline: JIT logistic"), "{text}");
     assert!(text.contains("oracle"), "{text}");
     // Test selection: trained, replayed against the baselines, and a verdict per change.
