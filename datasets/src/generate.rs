@@ -1154,9 +1154,6 @@ fn write_metrics_day(
     canaries: &[CanaryRun],
 ) -> Result<usize> {
     const STEP: i64 = 15 * MINUTE;
-    const BOUNDS: [f64; 10] = [
-        10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0,
-    ];
     let mut lines = String::new();
     let mut points = 0;
     for (s, service) in services.iter().enumerate() {
@@ -1189,13 +1186,16 @@ fn write_metrics_day(
                 let expected_errors = requests * error_rate * rng.random_range(0.7..1.3);
                 let errors = poisson(rng, expected_errors) as f64;
                 let latency = service.latency_ms * effect.1;
-                let mut counts = vec![0u64; BOUNDS.len() + 1];
+                let mut counts = vec![0u64; LATENCY_BOUNDS.len() + 1];
                 let mut sum = 0.0;
                 let samples = 200usize;
                 for _ in 0..samples {
                     let v = latency * (rng.random_range(-0.6f64..0.9)).exp();
                     sum += v;
-                    let bucket = BOUNDS.iter().position(|b| v <= *b).unwrap_or(BOUNDS.len());
+                    let bucket = LATENCY_BOUNDS
+                        .iter()
+                        .position(|b| v <= *b)
+                        .unwrap_or(LATENCY_BOUNDS.len());
                     counts[bucket] += 1;
                 }
                 let scale = requests / samples as f64;
@@ -1220,7 +1220,7 @@ fn write_metrics_day(
                 metrics.push(json!({"name": "http.server.errors", "unit": "{request}", "sum": {"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [number(errors)]}}));
                 metrics.push(json!({"name": "http.server.duration", "unit": "ms", "histogram": {"aggregationTemporality": 1, "dataPoints": [{
                     "startTimeUnixNano": start.to_string(), "timeUnixNano": end.to_string(), "count": (requests as u64).to_string(), "sum": sum * scale,
-                    "bucketCounts": counts, "explicitBounds": BOUNDS, "attributes": attributes}]}}));
+                    "bucketCounts": counts, "explicitBounds": LATENCY_BOUNDS, "attributes": attributes}]}}));
                 metrics.push(json!({"name": "process.cpu.utilization", "unit": "1", "gauge": {"dataPoints": [number((0.25 * diurnal * effect.1.sqrt() * rng.random_range(0.8..1.2)).min(1.0))]}}));
             };
             for q in 1..=(HOUR / STEP) {
@@ -1407,19 +1407,86 @@ fn write_catalog(w: &mut Writer, services: &[Service]) -> Result<()> {
     w.write("catalog-info.yaml", yaml.as_bytes())
 }
 
+/// The typical duration of a root span of service `s` in ms: its own latency plus its
+/// dependencies' calls, which `trace_span` makes one after another down to depth 3.
+fn typical_trace_ms(services: &[Service], s: usize, depth: usize) -> f64 {
+    let calls: f64 = if depth < 3 {
+        services[s]
+            .depends_on
+            .iter()
+            .map(|d| typical_trace_ms(services, *d, depth + 1))
+            .sum()
+    } else {
+        0.0
+    };
+    services[s].latency_ms + calls
+}
+
+/// Latency buckets of the `http.server.duration` histograms, in ms.
+const LATENCY_BOUNDS: [f64; 10] = [
+    10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0,
+];
+
+/// Three SLOs per service, set with headroom over the service's normal behaviour as a team
+/// would set them, so that only bad deployments burn much budget: availability (errors over
+/// requests, an error budget of at least 2.5 times the normal error rate), latency (requests
+/// under a bucket bound at least 2.4 times the typical latency) and span latency (root server
+/// spans, which include the calls to dependencies, under a bound at least 2.4 times their
+/// typical duration). Windows and budgeting vary across services so that every kind
+/// is exercised: rolling 28 and 30 days, calendar months and quarters, occurrences and
+/// timeslices.
 fn write_openslo(w: &mut Writer, services: &[Service]) -> Result<()> {
-    for service in services {
-        let availability = if service.error_rate < 0.003 {
-            0.999
-        } else {
-            0.995
+    for (i, service) in services.iter().enumerate() {
+        let name = &service.name;
+        let budget = [0.0025, 0.005, 0.01, 0.02]
+            .into_iter()
+            .find(|b| *b >= 2.5 * service.error_rate)
+            .unwrap_or(0.05);
+        let availability = 1.0 - budget;
+        let bound_over = |typical: f64| {
+            LATENCY_BOUNDS
+                .into_iter()
+                .find(|b| *b >= 2.4 * typical)
+                .unwrap_or(LATENCY_BOUNDS[LATENCY_BOUNDS.len() - 1])
         };
-        let threshold = (service.latency_ms * 4.0 / 50.0).ceil() * 50.0;
+        let threshold = bound_over(service.latency_ms);
+        let span_threshold = bound_over(typical_trace_ms(services, i, 0));
+        let availability_window = match i % 3 {
+            0 => "    - duration: 28d\n      isRolling: true\n",
+            1 => "    - duration: 30d\n      isRolling: true\n",
+            _ => {
+                "    - duration: 1M\n      isRolling: false\n      calendar:\n        startTime: 2020-01-01 00:00:00\n        timeZone: UTC\n"
+            }
+        };
+        let (latency_budgeting, latency_window, latency_objective) = match i % 3 {
+            0 => (
+                "Occurrences",
+                "    - duration: 7d\n      isRolling: true\n",
+                format!(
+                    "    - displayName: fast requests\n      op: lte\n      value: {threshold}\n      target: 0.95\n"
+                ),
+            ),
+            1 => (
+                "Timeslices",
+                "    - duration: 28d\n      isRolling: true\n",
+                format!(
+                    "    - displayName: fast 15-minute slices\n      op: lte\n      value: {threshold}\n      target: 0.98\n      timeSliceTarget: 0.95\n      timeSliceWindow: 15m\n"
+                ),
+            ),
+            _ => (
+                "Occurrences",
+                "    - duration: 1Q\n      isRolling: false\n      calendar:\n        startTime: 2020-01-01 00:00:00\n        timeZone: UTC\n",
+                format!(
+                    "    - displayName: fast requests\n      op: lte\n      value: {threshold}\n      target: 0.95\n"
+                ),
+            ),
+        };
         let yaml = format!(
-            "apiVersion: openslo/v1\nkind: SLO\nmetadata:\n  name: {name}-availability\n  displayName: {name} availability\nspec:\n  service: {name}\n  budgetingMethod: Occurrences\n  indicator:\n    metadata:\n      name: {name}-errors\n    spec:\n      ratioMetric:\n        counter: true\n        bad:\n          metricSource:\n            type: otlp\n            spec:\n              metric: http.server.errors\n        total:\n          metricSource:\n            type: otlp\n            spec:\n              metric: http.server.requests\n  timeWindow:\n    - duration: 28d\n      isRolling: true\n  objectives:\n    - displayName: availability\n      target: {availability}\n---\napiVersion: openslo/v1\nkind: SLO\nmetadata:\n  name: {name}-latency\n  displayName: {name} latency\nspec:\n  service: {name}\n  budgetingMethod: Occurrences\n  indicator:\n    metadata:\n      name: {name}-latency\n    spec:\n      thresholdMetric:\n        metricSource:\n          type: otlp\n          spec:\n            metric: http.server.duration\n  timeWindow:\n    - duration: 7d\n      isRolling: true\n  objectives:\n    - displayName: p95 under threshold\n      op: lte\n      value: {threshold}\n      target: 0.95\n",
-            name = service.name
+            "apiVersion: openslo/v1\nkind: SLO\nmetadata:\n  name: {name}-availability\n  displayName: {name} availability\nspec:\n  service: {name}\n  budgetingMethod: Occurrences\n  indicator:\n    metadata:\n      name: {name}-errors\n    spec:\n      ratioMetric:\n        counter: true\n        bad:\n          metricSource:\n            type: otlp\n            spec:\n              metric: http.server.errors\n        total:\n          metricSource:\n            type: otlp\n            spec:\n              metric: http.server.requests\n  timeWindow:\n{availability_window}  objectives:\n    - displayName: availability\n      target: {availability}\n\
+---\napiVersion: openslo/v1\nkind: SLO\nmetadata:\n  name: {name}-latency\n  displayName: {name} latency\nspec:\n  service: {name}\n  budgetingMethod: {latency_budgeting}\n  indicator:\n    metadata:\n      name: {name}-latency\n    spec:\n      thresholdMetric:\n        metricSource:\n          type: otlp\n          spec:\n            metric: http.server.duration\n  timeWindow:\n{latency_window}  objectives:\n{latency_objective}\
+---\napiVersion: openslo/v1\nkind: SLO\nmetadata:\n  name: {name}-span-latency\n  displayName: {name} latency seen in traces\nspec:\n  service: {name}\n  budgetingMethod: Occurrences\n  indicator:\n    metadata:\n      name: {name}-span-latency\n    spec:\n      thresholdMetric:\n        metricSource:\n          type: spans\n          spec: {{}}\n  timeWindow:\n    - duration: 28d\n      isRolling: true\n  objectives:\n    - displayName: fast root spans\n      op: lte\n      value: {span_threshold}\n      target: 0.9\n",
         );
-        w.write(&format!("openslo/{}.yaml", service.name), yaml.as_bytes())?;
+        w.write(&format!("openslo/{name}.yaml"), yaml.as_bytes())?;
     }
     Ok(())
 }

@@ -95,6 +95,35 @@ impl Lake {
         }
     }
 
+    /// The folder of a report table, computed by SQL: `reports/<name>`.
+    pub fn report_dir(&self, name: &str) -> PathBuf {
+        self.root.join("reports").join(name)
+    }
+
+    /// The report tables the lake holds, by name.
+    pub fn report_tables(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("reports");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+            if path.is_dir() && !parquet_files_in(&path)?.is_empty() {
+                names.push(
+                    path.file_name()
+                        .expect("a folder")
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Every Parquet part of a table, sorted by path.
     pub fn parts(&self, table: &TableDef) -> Result<Vec<PathBuf>> {
         let mut parts = Vec::new();
@@ -251,6 +280,18 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Replaces the whole report table `name` with `batches`, which share one schema. A report
+    /// with no rows is still written, as a part without rows, so its columns stay queryable.
+    pub fn replace_report(&mut self, name: &str, batches: &[RecordBatch]) -> Result<()> {
+        if batches.is_empty() {
+            return Err(Error::Internal(format!(
+                "report {name} reached the writer without a schema"
+            )));
+        }
+        let dir = self.lake.report_dir(name);
+        self.replace_partition(&dir, batches)
+    }
+
     fn append_batch(&mut self, dir: &Path, batch: &RecordBatch) -> Result<()> {
         if !self.open.contains_key(dir) {
             let staged = self.staged_path("parquet");
@@ -287,8 +328,7 @@ impl Txn<'_> {
         }
         fs::create_dir_all(&staged_dir).map_err(|e| Error::io(&staged_dir, e))?;
         File::create(staged_dir.join(NEW_DIR_MARKER)).map_err(|e| Error::io(&staged_dir, e))?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows > 0 {
+        if !batches.is_empty() {
             let schema = batches[0].schema();
             let merged = concat_batches(&schema, batches).map_err(|e| Error::arrow(dir, e))?;
             let temp = staged_dir.join(".part.tmp");

@@ -6,9 +6,11 @@
 //! them as Hive-partitioned Parquet in one all-or-nothing [`lake::Txn`], with the ledgers of
 //! [`ledger`] (`_ingested`, `_rejected`, `_runs`) in the same commit. [`generate`] writes
 //! realistic history in the same real formats, with the hidden truth beside it.
+//! [`audit_trail`] verifies the hash chain of the audit records and keeps signed daily digests.
 //!
 //! In: paths of source files. Out: Parquet under `<lake>/raw/<table>/date=YYYY-MM-DD/`.
 
+pub mod audit_trail;
 pub mod error;
 #[macro_use]
 pub mod schema;

@@ -600,7 +600,7 @@ lake_table! {
     /// A service level objective from an OpenSLO definition.
     Slo {
         name: "slos",
-        version: 1,
+        version: 2,
         layout: KeyedSnapshot,
         key: [slo_id],
         partition_at: |r| None,
@@ -623,6 +623,23 @@ lake_table! {
         /// Occurrences or Timeslices.
         budgeting_method: String,
         source_file: String,
+        /// metric_points, or spans for a threshold over span durations.
+        indicator_source: String,
+        /// Ratio SLIs: the metric counting good events, when given.
+        good_metric: Option<String>,
+        /// Ratio SLIs: the metric counting bad events, when given.
+        bad_metric: Option<String>,
+        /// Ratio SLIs: the metric counting all events.
+        total_metric: Option<String>,
+        /// Threshold SLIs: the histogram metric, or the span operation (null for every
+        /// server span of the service).
+        threshold_metric: Option<String>,
+        /// Threshold SLIs: lte, lt, gte or gt.
+        threshold_op: Option<String>,
+        /// Timeslices: the share of good events that makes a slice good.
+        time_slice_target: Option<f64>,
+        /// Timeslices: the slice length, such as 5m.
+        time_slice_window: Option<String>,
     }
 }
 

@@ -58,9 +58,70 @@ pub enum Command {
     /// Replay a model over history in time order and compare it with baselines.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Verify the audit trail, or digest and sign it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Compute every SQL report and compliance control over the lake into its report table.
+    Report(ReportArgs),
     /// Which tests a change needs: the champion test-selection model ranks its service's suite
     /// and selects to a confidence or a budget, with a reason per test, in a runner's syntax.
     SelectTests(SelectTestsArgs),
+}
+
+/// `maestro audit`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain of every audit record and check the daily digests: any
+    /// modified, deleted, inserted or reordered record is named (exit 1).
+    Verify {
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// Check every digest's ed25519 signature with this public key (64 hex digits).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Append a digest entry per day for the audit records not yet digested, signed with the
+    /// key given.
+    Digest {
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// ed25519 secret key file (64 hex digits), as `maestro audit keygen` writes.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+    },
+    /// Write a new ed25519 key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `maestro report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// The calendar month of the executive report, YYYY-MM, compared with the month before
+    /// [default: the month of the lake's latest event, up to its end].
+    #[arg(long, conflicts_with_all = ["from", "to"], value_parser = parse_month)]
+    pub period: Option<String>,
+    /// First date of the period instead, compared with as many days before.
+    #[arg(long, requires = "to", value_parser = parse_date)]
+    pub from: Option<String>,
+    /// Last date of the period (included).
+    #[arg(long, requires = "from", value_parser = parse_date)]
+    pub to: Option<String>,
+    /// Folder of the executive report: report.html, report.md and report.json.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+}
+
+fn parse_month(text: &str) -> Result<String, String> {
+    match maestro_datasets::schema::Ts::parse(&format!("{text}-01T00:00:00Z")) {
+        Some(ts) if ts.date() == format!("{text}-01") => Ok(text.to_string()),
+        _ => Err(format!("{text:?} is not a month like 2026-10")),
+    }
 }
 
 /// `maestro select-tests`.

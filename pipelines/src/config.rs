@@ -36,7 +36,13 @@
 //! [tests]                  # test selection
 //! confidence = 0.95        # select-tests' default target
 //! must_run = ["api.smoke_test::test_health"]   # test ids always selected
+//!
+//! [reports]
+//! sql_dir = "reports"      # your own report and control .sql files, beside Maestro's
+//! waivers = "waivers.toml" # exceptions to compliance controls, each with an expiry date
 //! ```
+//!
+//! Paths are relative to the folder of the configuration file.
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +62,18 @@ pub struct Config {
     pub rollback: maestro_models::rollback::RollbackConfig,
     #[serde(default)]
     pub tests: TestsConfig,
+    #[serde(default)]
+    pub reports: ReportsConfig,
+}
+
+/// `[reports]`: SQL reports and compliance controls.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// A folder of the user's own `.sql` reports and controls.
+    pub sql_dir: Option<PathBuf>,
+    /// A TOML file of `[[waiver]]` entries.
+    pub waivers: Option<PathBuf>,
 }
 
 /// `[tests]`: test selection.
@@ -115,5 +133,14 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("configuration {}", path.display()))
+    let mut config: Config =
+        toml::from_str(&text).with_context(|| format!("configuration {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for relative in [&mut config.reports.sql_dir, &mut config.reports.waivers]
+        .into_iter()
+        .flatten()
+    {
+        *relative = base.join(&*relative);
+    }
+    Ok(config)
 }

@@ -6,9 +6,19 @@
 //! run. [`render`] turns results into a text table, CSV or JSON for the terminal or a pipe.
 //! [`chart`] draws figures as SVG.
 //!
-//! In: a lake directory and SQL text. Out: Arrow record batches, or their rendering.
+//! The reports themselves are SQL files ([`definitions`]: `reports/sql/**.sql` and the user's
+//! own); [`run::run_reports`] runs them in dependency order and writes each result as a report
+//! table under `<lake>/reports/<name>/`, with the controls' rows gathered by [`compliance`] into
+//! `compliance_results`. [`executive`] turns a run into the executive report (HTML with SVG
+//! charts, Markdown, JSON).
+//!
+//! In: a lake directory and SQL text. Out: Arrow record batches, report tables, rendered reports.
 
 pub mod chart;
+pub mod compliance;
+pub mod definitions;
+pub mod executive;
+pub mod run;
 
 use std::sync::Arc;
 
@@ -34,6 +44,9 @@ pub enum Error {
     /// The lake could not be opened.
     #[error(transparent)]
     Lake(#[from] maestro_datasets::Error),
+    /// A report or control definition, or a waiver, is wrong: the message names the file.
+    #[error("{0}")]
+    Definition(String),
     /// A result could not be rendered.
     #[error("rendering results: {0}")]
     Render(String),
@@ -75,16 +88,24 @@ impl LakeSession {
             let provider = ListingTable::try_new(config)?;
             ctx.register_table(table.name, Arc::new(provider))?;
         }
+        // Report tables computed by earlier runs; their schema is the one they were written with.
+        for name in lake.report_tables()? {
+            let dir = lake.report_dir(&name);
+            let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .infer_schema(&ctx.state())
+                .await?;
+            ctx.register_table(name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+        }
         Ok(LakeSession { ctx })
     }
 
     /// Runs one read-only query. DDL, DML (`INSERT`, `COPY`...) and `SET` are refused.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = self.ctx.sql_with_options(sql, options).await?;
+        let frame = self.ctx.sql_with_options(sql, read_only()).await?;
         let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;
         // No rows still has columns: an empty batch keeps them, so a table or CSV prints its
@@ -99,6 +120,14 @@ impl LakeSession {
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
+}
+
+/// Refuses DDL, DML (`INSERT`, `COPY`...) and statements such as `SET`.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 /// How to print query results.

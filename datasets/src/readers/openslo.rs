@@ -93,6 +93,7 @@ fn slo_rows(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let budgeting = json_str(spec, "/budgetingMethod").ok_or("SLO without budgetingMethod")?;
+    let sources = IndicatorSources::of(indicator, indicator_kind)?;
     let objectives = spec
         .get("objectives")
         .and_then(Value::as_array)
@@ -132,9 +133,93 @@ fn slo_rows(
                 is_rolling,
                 budgeting_method: budgeting.to_string(),
                 source_file: chunk.source_sha256.to_string(),
+                indicator_source: sources.source.to_string(),
+                good_metric: sources.good.clone(),
+                bad_metric: sources.bad.clone(),
+                total_metric: sources.total.clone(),
+                threshold_metric: sources.threshold.clone(),
+                threshold_op: json_str(objective, "/op").map(str::to_string),
+                time_slice_target: number(objective.get("timeSliceTarget")),
+                time_slice_window: json_str(objective, "/timeSliceWindow").map(str::to_string),
             })
         })
         .collect()
+}
+
+/// Where an indicator's events come from.
+struct IndicatorSources {
+    /// metric_points or spans.
+    source: &'static str,
+    good: Option<String>,
+    bad: Option<String>,
+    total: Option<String>,
+    threshold: Option<String>,
+}
+
+impl IndicatorSources {
+    /// Reads the metric names of an indicator's metric sources. A source names its metric in
+    /// `spec.metric`, `spec.metricName` or, for Prometheus, a `spec.query` that is a bare
+    /// metric name; a source of type `spans` (or `traces`) names a span operation, or none for
+    /// every server span of the service. A PromQL expression cannot be evaluated over the
+    /// lake, so it is refused with that reason rather than reported as no data.
+    fn of(indicator: &Value, kind: &str) -> Result<IndicatorSources, String> {
+        let mut sources = IndicatorSources {
+            source: "metric_points",
+            good: None,
+            bad: None,
+            total: None,
+            threshold: None,
+        };
+        if kind == "threshold" {
+            let source = indicator
+                .pointer("/thresholdMetric/metricSource")
+                .ok_or("thresholdMetric without metricSource")?;
+            if matches!(json_str(source, "/type"), Some("spans" | "traces")) {
+                sources.source = "spans";
+                sources.threshold = json_str(source, "/spec/operation").map(str::to_string);
+            } else {
+                sources.threshold = Some(metric_name(source, "thresholdMetric")?);
+            }
+            return Ok(sources);
+        }
+        let ratio = indicator.get("ratioMetric").ok_or("no ratioMetric")?;
+        let named = |role: &str| -> Result<Option<String>, String> {
+            ratio
+                .pointer(&format!("/{role}/metricSource"))
+                .map(|source| metric_name(source, &format!("ratioMetric.{role}")))
+                .transpose()
+        };
+        sources.good = named("good")?;
+        sources.bad = named("bad")?;
+        sources.total = named("total")?;
+        if sources.total.is_none() || (sources.good.is_none() && sources.bad.is_none()) {
+            return Err("ratioMetric needs total and one of good or bad".into());
+        }
+        Ok(sources)
+    }
+}
+
+fn metric_name(source: &Value, role: &str) -> Result<String, String> {
+    let spec = source
+        .get("spec")
+        .ok_or(format!("{role}.metricSource without spec"))?;
+    if let Some(name) = json_str(spec, "/metric").or_else(|| json_str(spec, "/metricName")) {
+        return Ok(name.to_string());
+    }
+    match json_str(spec, "/query").map(str::trim) {
+        Some(query)
+            if !query.is_empty()
+                && query
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.')) =>
+        {
+            Ok(query.to_string())
+        }
+        Some(query) => Err(format!(
+            "{role}: the query {query:?} is an expression Maestro cannot evaluate over the lake; name the metric (spec.metric)"
+        )),
+        None => Err(format!("{role}.metricSource.spec names no metric")),
+    }
 }
 
 /// A number written as a number or as a quoted number.

@@ -43,7 +43,7 @@ const SAMPLES: [(Format, &str); 11] = [
     ),
     (
         Format::OpenSlo,
-        "apiVersion: openslo/v1\nkind: SLO\nmetadata:\n  name: a\nspec:\n  service: api\n  budgetingMethod: Occurrences\n  indicator:\n    spec:\n      ratioMetric:\n        counter: true\n  timeWindow:\n    - duration: 28d\n      isRolling: true\n  objectives:\n    - target: 0.99\n",
+        "apiVersion: openslo/v1\nkind: SLO\nmetadata:\n  name: a\nspec:\n  service: api\n  budgetingMethod: Occurrences\n  indicator:\n    spec:\n      ratioMetric:\n        counter: true\n        bad:\n          metricSource:\n            spec:\n              metric: http_errors_total\n        total:\n          metricSource:\n            spec:\n              query: http_requests_total\n  timeWindow:\n    - duration: 28d\n      isRolling: true\n  objectives:\n    - target: 0.99\n",
     ),
     (
         Format::CommitGuruCsv,

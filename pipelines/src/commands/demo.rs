@@ -90,13 +90,30 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     print(&super::judge::judge(&lake, &config)?)?;
     let test_model = test_selection(&lake, args.history.seed, &config)?;
 
+    // The audit trail's daily digests, then every SQL report and the executive report of the
+    // history's last month.
+    let digested = maestro_datasets::audit_trail::digest(&lake, None)?;
+    print(&format!(
+        "audit trail digested: {} days\n",
+        digested.added.len()
+    ))?;
+    let reports_started = Instant::now();
+    let run = super::report::compute(&lake, &config, None)?;
+    print(&super::report::describe(
+        &run,
+        reports_started.elapsed().as_secs_f64(),
+    ))?;
+    let report_html =
+        super::report::write_executive(&lake, &config, &run, &args.dir.join("report"))?;
+
     let summary = super::runtime()?.block_on(lake_summary(&lake))?;
     print(&summary)?;
 
     let mut next = format!(
-        "demo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n  maestro sql --lake {lake} \"select deployment_id, severity, strategy, target_version, minutes_to_detect, was_rolled_back, rolled_back_after_minutes from rollback_verdicts where should_roll_back order by started_at limit 10\"\n",
+        "executive report: {report}\ndemo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n  maestro sql --lake {lake} \"select deployment_id, severity, strategy, target_version, minutes_to_detect, was_rolled_back, rolled_back_after_minutes from rollback_verdicts where should_roll_back order by started_at limit 10\"\n",
         started.elapsed().as_secs_f64(),
         lake = lake_dir.display(),
+        report = report_html.display(),
     );
     if let Some(version) = test_model {
         let _ = writeln!(

@@ -1,11 +1,13 @@
 //! One module per subcommand; each takes its parsed arguments and returns an [`Outcome`].
 
+mod audit;
 mod demo;
 mod eval;
 mod generate;
 mod ingest;
 mod judge;
 mod models;
+mod report;
 mod risk;
 mod select_tests;
 mod sql;
@@ -26,6 +28,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Risk(args) => risk::run(&args, cli.config.as_deref()),
         Command::Judge(args) => judge::run(&args, cli.config.as_deref()),
         Command::Eval(command) => eval::run(&command),
+        Command::Audit(command) => audit::run(&command),
+        Command::Report(args) => report::run(&args, cli.config.as_deref()),
         Command::SelectTests(args) => select_tests::run(&args, cli.config.as_deref()),
     }
 }

@@ -1,0 +1,165 @@
+/*
+kind = "report"
+title = "Burn-rate alerts over history"
+description = """
+When each multi-window, multi-burn-rate alert would have fired, replayed over the whole
+history: an alert fires while the burn rate (bad share of events over 1 - objective) exceeds
+its factor over both its long and its short window. Rules: 1h and 5m at 14.4x and 6h and 30m at
+6x page; 1d and 2h at 3x and 3d and 6h at 1x open a ticket. Alerts are evaluated at the end of
+every five-minute bin with traffic, so a window shorter than the data's step sees the last
+point. One row per firing episode: from the first evaluation that fired to the first that did
+not (null while still firing at the as-of instant)."""
+after = ["slo_events"]
+
+[[columns]]
+name = "slo_id"
+doc = "The SLO."
+[[columns]]
+name = "service"
+doc = "Its service."
+[[columns]]
+name = "rule"
+doc = "The alert rule, named by its windows and factor, such as 1h/5m@14.4x."
+[[columns]]
+name = "severity"
+doc = "page or ticket."
+[[columns]]
+name = "burn_factor"
+doc = "The burn rate both windows must exceed."
+[[columns]]
+name = "fired_at"
+doc = "First evaluation at which the alert fired (UTC)."
+[[columns]]
+name = "resolved_at"
+doc = "First evaluation after it at which it no longer fired (UTC); null if still firing."
+[[columns]]
+name = "duration_minutes"
+doc = "Minutes from fired_at to resolved_at, or to the as-of instant while still firing."
+[[columns]]
+name = "peak_burn_rate"
+doc = "Highest long-window burn rate while firing."
+*/
+with rules as (
+    select column1 as rule, column2 as severity, column3 as burn_factor,
+        column4 as long_seconds, column5 as short_seconds
+    from (values
+        ('1h/5m@14.4x', 'page', 14.4, 3600, 300),
+        ('6h/30m@6x', 'page', 6.0, 21600, 1800),
+        ('1d/2h@3x', 'ticket', 3.0, 86400, 7200),
+        ('3d/6h@1x', 'ticket', 1.0, 259200, 21600))
+),
+
+series as (
+    select
+        slo_events.slo_id,
+        cast(to_unixtime(slo_events.at) as bigint) as t,
+        slo_events.at,
+        slo_events.total - slo_events.good as bad,
+        slo_events.total,
+        slos.objective
+    from slo_events
+    join slos on slos.slo_id = slo_events.slo_id
+    where slos.objective < 1
+),
+
+-- Sums over the trailing windows (t - w, t]; the frames are in seconds.
+windowed as (
+    select
+        slo_id, t, at, objective,
+        sum(bad) over (partition by slo_id order by t range between 299 preceding and current row) as bad_5m,
+        sum(total) over (partition by slo_id order by t range between 299 preceding and current row) as total_5m,
+        sum(bad) over (partition by slo_id order by t range between 1799 preceding and current row) as bad_30m,
+        sum(total) over (partition by slo_id order by t range between 1799 preceding and current row) as total_30m,
+        sum(bad) over (partition by slo_id order by t range between 3599 preceding and current row) as bad_1h,
+        sum(total) over (partition by slo_id order by t range between 3599 preceding and current row) as total_1h,
+        sum(bad) over (partition by slo_id order by t range between 7199 preceding and current row) as bad_2h,
+        sum(total) over (partition by slo_id order by t range between 7199 preceding and current row) as total_2h,
+        sum(bad) over (partition by slo_id order by t range between 21599 preceding and current row) as bad_6h,
+        sum(total) over (partition by slo_id order by t range between 21599 preceding and current row) as total_6h,
+        sum(bad) over (partition by slo_id order by t range between 86399 preceding and current row) as bad_1d,
+        sum(total) over (partition by slo_id order by t range between 86399 preceding and current row) as total_1d,
+        sum(bad) over (partition by slo_id order by t range between 259199 preceding and current row) as bad_3d,
+        sum(total) over (partition by slo_id order by t range between 259199 preceding and current row) as total_3d
+    from series
+),
+
+burns as (
+    select
+        slo_id, t, at,
+        case when total_5m > 0 then bad_5m / total_5m / (1 - objective) else 0 end as burn_5m,
+        case when total_30m > 0 then bad_30m / total_30m / (1 - objective) else 0 end as burn_30m,
+        case when total_1h > 0 then bad_1h / total_1h / (1 - objective) else 0 end as burn_1h,
+        case when total_2h > 0 then bad_2h / total_2h / (1 - objective) else 0 end as burn_2h,
+        case when total_6h > 0 then bad_6h / total_6h / (1 - objective) else 0 end as burn_6h,
+        case when total_1d > 0 then bad_1d / total_1d / (1 - objective) else 0 end as burn_1d,
+        case when total_3d > 0 then bad_3d / total_3d / (1 - objective) else 0 end as burn_3d
+    from windowed
+),
+
+evaluations as (
+    select
+        burns.slo_id,
+        burns.t,
+        burns.at,
+        rules.rule,
+        rules.severity,
+        rules.burn_factor,
+        case rules.long_seconds
+            when 3600 then burn_1h when 21600 then burn_6h when 86400 then burn_1d else burn_3d
+        end as long_burn,
+        case rules.short_seconds
+            when 300 then burn_5m when 1800 then burn_30m when 7200 then burn_2h else burn_6h
+        end as short_burn
+    from burns
+    cross join rules
+),
+
+flagged as (
+    select
+        evaluations.*,
+        long_burn > burn_factor and short_burn > burn_factor as firing,
+        lead(at) over (partition by slo_id, rule order by t) as next_at
+    from evaluations
+),
+
+-- Consecutive firing evaluations form one episode (gaps and islands).
+islands as (
+    select
+        flagged.*,
+        row_number() over (partition by slo_id, rule order by t)
+            - row_number() over (partition by slo_id, rule, firing order by t) as island
+    from flagged
+),
+
+episodes as (
+    select
+        slo_id,
+        rule,
+        max(severity) as severity,
+        max(burn_factor) as burn_factor,
+        min(at) as fired_at,
+        -- The evaluation after the last firing one is the first that did not fire.
+        last_value(next_at order by t) as resolved_at,
+        max(long_burn) as peak_burn_rate
+    from islands
+    where firing
+    group by slo_id, rule, island
+),
+
+final as (
+    select
+        episodes.slo_id,
+        slos.service,
+        episodes.rule,
+        episodes.severity,
+        episodes.burn_factor,
+        episodes.fired_at,
+        episodes.resolved_at,
+        (to_unixtime(coalesce(episodes.resolved_at, (select as_of from report_params)))
+            - to_unixtime(episodes.fired_at)) / 60.0 as duration_minutes,
+        episodes.peak_burn_rate
+    from episodes
+    join slos on slos.slo_id = episodes.slo_id
+)
+
+select * from final order by slo_id, fired_at, rule
