@@ -132,6 +132,30 @@ fn demo_generates_ingests_and_summarises_the_lake() {
     }
     assert!(text.contains("canary analyses:"), "{text}");
     assert!(text.contains("rollback judge:"), "{text}");
+    // The reports: tables in the lake, the executive report, and an intact audit trail.
+    let html = std::fs::read_to_string(demo.join("report/report.html")).unwrap();
+    assert!(html.contains("Release engineering report") && html.contains("<svg"));
+    assert!(
+        text.contains(&format!(
+            "executive report: {}",
+            demo.join("report/report.html").display()
+        )),
+        "{text}"
+    );
+    assert!(demo.join("report/prometheus/slo-rules.yaml").exists());
+    let counted = maestro(&[
+        "sql",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+        "select (select count(*) from dora_metrics) > 0 and (select count(*) from slo_status) > 0 \
+         and (select count(distinct control_id) from compliance_results) >= 15 as ok",
+    ]);
+    assert_eq!(stdout(&counted).trim(), "ok\ntrue", "{}", stdout(&counted));
+    let verified = maestro(&["audit", "verify", "--lake", lake.to_str().unwrap()]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stdout(&verified));
+    assert!(stdout(&verified).contains("intact"));
     check_lake_reads_elsewhere(&demo.join("lake"));
     check_risk_gate(&demo);
     check_select_tests(&lake);

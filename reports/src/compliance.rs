@@ -69,7 +69,9 @@ impl Waiver {
     /// Whether it covers `resource` of `control` on the instant `as_of`.
     fn covers(&self, control: &str, resource: &str, as_of: Ts) -> bool {
         let holds = Ts::parse(&format!("{}T00:00:00Z", self.expires))
-            .is_some_and(|day| as_of.0 < day.0 + 86_400_000_000);
+            // `as_of` is the instant after the last day reported: the end of the expiry date
+            // is still covered.
+            .is_some_and(|day| as_of.0 <= day.0 + 86_400_000_000);
         self.control == control && holds && glob_match(&self.resource, resource)
     }
 }

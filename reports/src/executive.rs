@@ -15,7 +15,6 @@ use datafusion::arrow::array::{Array, BooleanArray, Float64Array, RecordBatch, S
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use maestro_datasets::Lake;
-use maestro_datasets::ledger::LEDGER_TABLES;
 use maestro_datasets::schema::{DERIVED_TABLES, RAW_TABLES, Ts};
 use minijinja::Environment;
 use serde::Serialize;
@@ -612,14 +611,11 @@ fn lineage(sections: &[Section], definitions: &[Definition]) -> Vec<Lineage> {
         .collect()
 }
 
-/// A hash per partition of every raw, derived and ledger table.
+/// A hash per partition of every raw and derived table.
 fn inputs(lake: &Lake) -> Result<Vec<TableInput>> {
     let mut out = Vec::new();
-    for table in RAW_TABLES
-        .iter()
-        .chain(DERIVED_TABLES.iter())
-        .chain(LEDGER_TABLES.iter())
-    {
+    // Ledgers are left out: the reports do not read them, and they record when runs happened.
+    for table in RAW_TABLES.iter().chain(DERIVED_TABLES.iter()) {
         let dir = lake.table_dir(table);
         let parts = lake.parts(table)?;
         let mut by_partition: BTreeMap<String, Vec<&Path>> = BTreeMap::new();

@@ -10,7 +10,8 @@
 //! own); [`run::run_reports`] runs them in dependency order and writes each result as a report
 //! table under `<lake>/reports/<name>/`, with the controls' rows gathered by [`compliance`] into
 //! `compliance_results`. [`executive`] turns a run into the executive report (HTML with SVG
-//! charts, Markdown, JSON).
+//! charts, Markdown, JSON); [`monitoring`] turns the SLOs into Prometheus rules and Grafana
+//! dashboards for live monitoring.
 //!
 //! In: a lake directory and SQL text. Out: Arrow record batches, report tables, rendered reports.
 
@@ -18,6 +19,7 @@ pub mod chart;
 pub mod compliance;
 pub mod definitions;
 pub mod executive;
+pub mod monitoring;
 pub mod run;
 
 use std::sync::Arc;

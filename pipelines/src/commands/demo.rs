@@ -110,7 +110,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     print(&summary)?;
 
     let mut next = format!(
-        "executive report: {report}\ndemo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n  maestro sql --lake {lake} \"select deployment_id, severity, strategy, target_version, minutes_to_detect, was_rolled_back, rolled_back_after_minutes from rollback_verdicts where should_roll_back order by started_at limit 10\"\n",
+        "executive report: {report}\ndemo finished in {:.1} s. Explore it with:\n  maestro sql --lake {lake} \"select service, outcome, count(*) as deployments from deployments group by 1, 2 order by 1, 2\"\n  maestro sql --lake {lake} \"select deployment_id, severity, strategy, target_version, minutes_to_detect, was_rolled_back, rolled_back_after_minutes from rollback_verdicts where should_roll_back order by started_at limit 10\"\n  maestro sql --lake {lake} \"select slo_id, window, attainment, error_budget_remaining_share, status from slo_status\"\n  maestro sql --lake {lake} \"select control_id, status, count(*) from compliance_results group by 1, 2 order by 1, 2\"\n  maestro audit verify --lake {lake}\n",
         started.elapsed().as_secs_f64(),
         lake = lake_dir.display(),
         report = report_html.display(),

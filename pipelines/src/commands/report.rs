@@ -11,7 +11,7 @@ use maestro_datasets::lake::replace_file;
 use maestro_datasets::schema::Ts;
 use maestro_reports::compliance::load_waivers;
 use maestro_reports::run::{Period, ReportRun, run_reports};
-use maestro_reports::{definitions, executive};
+use maestro_reports::{definitions, executive, monitoring};
 
 use crate::Outcome;
 use crate::cli::ReportArgs;
@@ -37,7 +37,7 @@ pub fn run(args: &ReportArgs, config_path: Option<&Path>) -> anyhow::Result<Outc
     let html = write_executive(&lake, &config, &run, &args.out)?;
     let _ = writeln!(
         out,
-        "executive report: {} (and report.md, report.json)",
+        "executive report: {} (and report.md, report.json; Prometheus rules and Grafana dashboards beside them)",
         html.display()
     );
     print(&out)?;
@@ -61,6 +61,25 @@ pub fn write_executive(
         ("report.json", &rendered.json),
     ] {
         replace_file(&dir.join(name), text.as_bytes())?;
+    }
+    // Live monitoring of the same SLOs.
+    let slos = super::runtime()?.block_on(async {
+        let session = maestro_reports::LakeSession::open(lake).await?;
+        monitoring::lake_slos(&session).await
+    })?;
+    replace_file(
+        &dir.join("prometheus").join("slo-rules.yaml"),
+        monitoring::prometheus_rules(&slos).as_bytes(),
+    )?;
+    let services: std::collections::BTreeSet<&str> =
+        slos.iter().map(|s| s.service.as_str()).collect();
+    for service in services {
+        let dashboard = monitoring::grafana_dashboard(service, &slos);
+        let text = serde_json::to_string_pretty(&dashboard)? + "\n";
+        replace_file(
+            &dir.join("grafana").join(format!("{service}.json")),
+            text.as_bytes(),
+        )?;
     }
     Ok(dir.join("report.html"))
 }
