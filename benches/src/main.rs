@@ -14,9 +14,13 @@
 //! failure probabilities caught.
 //! `maestro-scale select-tests [--tests N]` times the answer of test selection for one change on
 //! a suite of N tests (50,000 by default), once the model and its history are loaded.
+//! `maestro-scale reports [--days N] [--services N] [--dir DIR]` generates and ingests a large
+//! history into DIR/lake (kept for reruns, which reuse it) and runs every report and control over
+//! it, printing each one's seconds and peak memory, then the executive report's.
 //! Run them with the release build: `cargo run --release -p maestro-benches -- ingest`.
 
 mod models;
+mod reports;
 
 /// The allocator `maestro` runs with, so that runs timed in this process (training, replay,
 /// select-tests) measure what the command would take.
@@ -54,6 +58,17 @@ fn main() -> anyhow::Result<()> {
                 number("--services", 8.0)? as usize,
             );
         }
+        Some("reports") => {
+            let dir = match args.iter().position(|a| a == "--dir") {
+                Some(i) => PathBuf::from(args.get(i + 1).context("--dir needs a folder")?),
+                None => std::env::temp_dir().join("maestro-scale-reports"),
+            };
+            return reports::report_set(
+                number("--days", 365.0)? as u32,
+                number("--services", 300.0)? as usize,
+                &dir,
+            );
+        }
         Some("select-tests") => {
             return models::select_tests_speed(number("--tests", 50_000.0)? as usize);
         }
@@ -65,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
         Some("demo") => demo(&maestro),
         _ => bail!(
-            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N]"
+            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--dir DIR]"
         ),
     }
 }

@@ -2,6 +2,7 @@
 //! [`ShareChart`] (shares against shares), [`TimeChart`] (series over dates) and [`BarChart`]
 //! (labelled bars against a target).
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::{Error, Result};
@@ -58,32 +59,12 @@ impl ShareChart {
             .y_label_formatter(&percent)
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        for (index, series) in self.series.iter().enumerate() {
-            let colour = Palette99::pick(index).to_rgba();
-            let points: Vec<(f64, f64)> = series
-                .points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-                .label(series.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|point| Circle::new(point, 3, colour.filled())),
-            )?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.4))
-            .draw()?;
+        draw_lines(
+            &mut chart,
+            &self.series,
+            3,
+            Some(SeriesLabelPosition::LowerRight),
+        )?;
         root.present()?;
         Ok(())
     }
@@ -162,34 +143,9 @@ impl TimeChart {
             .x_labels(8)
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        for (index, series) in self.series.iter().enumerate() {
-            let colour = Palette99::pick(index).to_rgba();
-            let points: Vec<(f64, f64)> = series
-                .points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-                .label(series.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|point| Circle::new(point, 2, colour.filled())),
-            )?;
-        }
-        if self.series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw()?;
-        }
+        // One line needs no legend: the caption names it.
+        let legend = (self.series.len() > 1).then_some(SeriesLabelPosition::UpperRight);
+        draw_lines(&mut chart, &self.series, 2, legend)?;
         root.present()?;
         Ok(())
     }
@@ -250,7 +206,12 @@ impl BarChart {
             })
             .y_labels(n)
             .y_label_formatter(&move |segment: &SegmentValue<usize>| match segment {
-                SegmentValue::CenterOf(i) => labels.get(n - 1 - *i).cloned().unwrap_or_default(),
+                // plotters also asks for the centre of the segment past the last bar.
+                SegmentValue::CenterOf(i) => (n - 1)
+                    .checked_sub(*i)
+                    .and_then(|row| labels.get(row))
+                    .cloned()
+                    .unwrap_or_default(),
                 _ => String::new(),
             })
             .disable_y_mesh()
@@ -282,4 +243,43 @@ impl BarChart {
         root.present()?;
         Ok(())
     }
+}
+
+/// Draws each series as a line with its points marked, in its own colour, and the legend at
+/// `legend` when given. Points with a non-finite coordinate are left out.
+fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    series: &[Series],
+    marker_radius: u32,
+    legend: Option<SeriesLabelPosition>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (index, series) in series.iter().enumerate() {
+        let colour = Palette99::pick(index).to_rgba();
+        let points: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+            .label(series.name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|point| Circle::new(point, marker_radius, colour.filled())),
+        )?;
+    }
+    if let Some(position) = legend {
+        chart
+            .configure_series_labels()
+            .position(position)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.4))
+            .draw()?;
+    }
+    Ok(())
 }

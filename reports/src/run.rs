@@ -35,6 +35,8 @@ pub struct Timing {
     pub rows: usize,
     /// Wall time of its query.
     pub seconds: f64,
+    /// When its query began, to line it up with resource samples taken meanwhile.
+    pub started: Instant,
 }
 
 /// What a run computed and wrote.
@@ -141,6 +143,7 @@ pub async fn run_reports(
                 name: COMPLIANCE_TABLE.into(),
                 rows: batch.num_rows(),
                 seconds: started.elapsed().as_secs_f64(),
+                started,
             });
             tables.insert(COMPLIANCE_TABLE.into(), vec![batch]);
             continue;
@@ -155,6 +158,7 @@ pub async fn run_reports(
             name: definition.name.clone(),
             rows,
             seconds,
+            started,
         });
         match definition.header.kind {
             // A failing control is evidence too: it shows as an error row, and the rest run.
