@@ -225,6 +225,9 @@ pub async fn build(lake: &Lake, run: &ReportRun, definitions: &[Definition]) -> 
         title: compliance.title.clone(),
         svg: compliance.to_svg()?,
     });
+    if let Some(calibration) = risk_calibration_chart(lake).await? {
+        charts.push(calibration);
+    }
     if let Some(curve) = test_selection_chart(lake).await? {
         charts.push(curve);
     }
@@ -533,6 +536,65 @@ fn dora_charts(batch: &RecordBatch) -> Result<Vec<Chart>> {
 }
 
 /// The test-selection replay curve, when the lake has one.
+/// The calibration of the risk model that scored the newest deployment, on the deployments held
+/// back from its training: mean predicted probability against the observed bad rate per tenth of
+/// the rows by probability. None when no model has scored the lake.
+async fn risk_calibration_chart(lake: &Lake) -> Result<Option<Chart>> {
+    let session = LakeSession::open(lake).await?;
+    let batches = session
+        .query(
+            "with scorer as ( \
+                 select model_version from risk_verdicts \
+                 order by started_at desc, deployment_id limit 1 \
+             ), \
+             tenths as ( \
+                 select probability, label, \
+                     ntile(10) over (order by probability, subject_id) as tenth \
+                 from risk_evaluation \
+                 where model_version = (select model_version from scorer) \
+             ) \
+             select (select model_version from scorer) as model_version, tenth, \
+                 avg(probability) as predicted, avg(cast(label as double)) as observed \
+             from tenths group by tenth order by tenth",
+        )
+        .await?;
+    let mut version = None;
+    let mut points = Vec::new();
+    for batch in &batches {
+        let versions = texts(batch, "model_version")?;
+        let predicted = floats(batch, "predicted")?;
+        let observed = floats(batch, "observed")?;
+        for i in 0..batch.num_rows() {
+            version = version.or_else(|| versions[i].clone());
+            if let (Some(x), Some(y)) = (predicted[i], observed[i]) {
+                points.push((x, y));
+            }
+        }
+    }
+    let Some(version) = version.filter(|_| !points.is_empty()) else {
+        return Ok(None);
+    };
+    let chart = ShareChart {
+        title: format!("Deployment risk: calibration of model {version} on held-back deployments"),
+        x_label: "predicted probability of a bad deployment (mean per tenth)".into(),
+        y_label: "observed share of bad deployments".into(),
+        series: vec![
+            Series {
+                name: format!("model {version}"),
+                points,
+            },
+            Series {
+                name: "perfectly calibrated".into(),
+                points: vec![(0.0, 0.0), (1.0, 1.0)],
+            },
+        ],
+    };
+    Ok(Some(Chart {
+        title: chart.title.clone(),
+        svg: chart.to_svg()?,
+    }))
+}
+
 async fn test_selection_chart(lake: &Lake) -> Result<Option<Chart>> {
     let session = LakeSession::open(lake).await?;
     let batches = session
