@@ -47,16 +47,27 @@ impl MemorySampler {
         }
     }
 
-    /// The highest sample taken between `from` and `from + seconds`.
+    /// The highest sample taken between `from` and `from + seconds`; for a stretch shorter than
+    /// the sampling interval, the sample just after it.
     fn peak_between(&self, from: Instant, seconds: f64) -> f64 {
         let to = from + Duration::from_secs_f64(seconds);
-        self.samples
+        let samples = self
+            .samples
             .lock()
-            .expect("the sampler's lock is never poisoned")
+            .expect("the sampler's lock is never poisoned");
+        let within = samples
             .iter()
             .filter(|(at, _)| *at >= from && *at <= to)
             .map(|(_, mb)| *mb)
-            .fold(0.0, f64::max)
+            .fold(f64::NAN, f64::max);
+        if within.is_nan() {
+            samples
+                .iter()
+                .find(|(at, _)| *at > to)
+                .map_or(0.0, |(_, mb)| *mb)
+        } else {
+            within
+        }
     }
 }
 
@@ -149,12 +160,12 @@ pub fn report_set(days: u32, services: usize, dir: &Path) -> anyhow::Result<()> 
         .context("running the reports")?;
     let set_seconds = started.elapsed().as_secs_f64();
     println!(
-        "{:<30} {:>10} {:>9} {:>9}",
+        "{:<40} {:>10} {:>9} {:>9}",
         "report", "rows", "seconds", "peak MB"
     );
     for timing in &run.timings {
         println!(
-            "{:<30} {:>10} {:>9.2} {:>9.0}",
+            "{:<40} {:>10} {:>9.2} {:>9.0}",
             timing.name,
             timing.rows,
             timing.seconds,
