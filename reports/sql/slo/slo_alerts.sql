@@ -118,17 +118,21 @@ flagged as (
     select
         evaluations.*,
         long_burn > burn_factor and short_burn > burn_factor as firing,
+        lag(long_burn > burn_factor and short_burn > burn_factor)
+            over (partition by slo_id, rule order by t) as was_firing,
         lead(at) over (partition by slo_id, rule order by t) as next_at
     from evaluations
 ),
 
--- Consecutive firing evaluations form one episode (gaps and islands).
+-- Consecutive firing evaluations form one episode: an episode starts where the evaluation before
+-- did not fire, and numbering the starts among the (few) firing rows names each episode.
 islands as (
     select
-        flagged.*,
-        row_number() over (partition by slo_id, rule order by t)
-            - row_number() over (partition by slo_id, rule, firing order by t) as island
-    from flagged
+        firing_rows.*,
+        sum(case when coalesce(was_firing, false) then 0 else 1 end) over (
+            partition by slo_id, rule order by t rows between unbounded preceding and current row
+        ) as island
+    from (select * from flagged where firing) as firing_rows
 ),
 
 episodes as (
@@ -142,7 +146,6 @@ episodes as (
         last_value(next_at order by t) as resolved_at,
         max(long_burn) as peak_burn_rate
     from islands
-    where firing
     group by slo_id, rule, island
 ),
 
