@@ -88,8 +88,10 @@ fn resident_mb() -> Option<f64> {
 }
 
 /// Generates and ingests `days` x `services` of history into `dir/lake` unless that lake
-/// already holds data (then it is reused as is), and runs every report over it.
-pub fn report_set(days: u32, services: usize, dir: &Path) -> anyhow::Result<()> {
+/// already holds data (then it is reused as is), and runs every report over it. Only the last
+/// `trace_days` of traces are ingested: the target lake holds far fewer spans than a year of
+/// every service's traces.
+pub fn report_set(days: u32, services: usize, trace_days: u32, dir: &Path) -> anyhow::Result<()> {
     let lake_dir = dir.join("lake");
     if !lake_dir.join("raw").exists() {
         let started = Instant::now();
@@ -106,6 +108,8 @@ pub fn report_set(days: u32, services: usize, dir: &Path) -> anyhow::Result<()> 
             started.elapsed().as_secs_f64(),
             summary.source_bytes as f64 / 1e9
         );
+        let trace_files = drop_early_traces(&dir.join("sources/otlp"), trace_days as usize)?;
+        println!("keeping the traces of the last {trace_files} days");
         let started = Instant::now();
         let lake = Lake::open(&lake_dir)?;
         ingest(
@@ -192,4 +196,23 @@ pub fn report_set(days: u32, services: usize, dir: &Path) -> anyhow::Result<()> 
         sampler.peak_between(run_started, set_seconds + executive_seconds)
     );
     Ok(())
+}
+
+/// Removes every `traces-<date>.jsonl` in `otlp` but the newest `keep`; returns how many remain.
+fn drop_early_traces(otlp: &Path, keep: usize) -> anyhow::Result<usize> {
+    let mut traces: Vec<_> = std::fs::read_dir(otlp)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    traces.retain(|path| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("traces-"))
+    });
+    // The names end in ISO dates, so name order is day order.
+    traces.sort();
+    let early = traces.len().saturating_sub(keep);
+    for path in &traces[..early] {
+        std::fs::remove_file(path)?;
+    }
+    Ok(traces.len() - early)
 }

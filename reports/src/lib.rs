@@ -4,7 +4,7 @@
 //! with its declared schema and its `date` partition column, so a table with no data yet is
 //! still queryable. Queries are read-only: DDL, DML, `COPY` and `SET` are refused before they
 //! run. [`render`] turns results into a text table, CSV or JSON for the terminal or a pipe.
-//! [`chart`] draws figures as SVG.
+//! [`chart`] draws figures as SVG; [`functions`] are the SQL functions Maestro adds.
 //!
 //! The reports themselves are SQL files ([`definitions`]: `reports/sql/**.sql` and the user's
 //! own); [`run::run_reports`] runs them in dependency order and writes each result as a report
@@ -19,6 +19,7 @@ pub mod chart;
 pub mod compliance;
 pub mod definitions;
 pub mod executive;
+pub mod functions;
 pub mod monitoring;
 pub mod run;
 
@@ -67,6 +68,9 @@ impl LakeSession {
     /// (`_ingested`, `_rejected`, `_runs`); quote them in SQL as `"_rejected"` if needed.
     pub async fn open(lake: &Lake) -> Result<LakeSession> {
         let ctx = SessionContext::new();
+        for function in functions::all() {
+            ctx.register_udf(function);
+        }
         for table in RAW_TABLES
             .iter()
             .chain(DERIVED_TABLES.iter())

@@ -62,12 +62,14 @@ series as (
     where slos.objective < 1
 ),
 
--- Sums over the trailing windows (t - w, t]; the frames are in seconds.
+-- Sums over the trailing windows (t - w, t]; the frames are in seconds. Events come in
+-- five-minute bins, so the 5m window is the bin itself. The evaluations before and after each
+-- one are taken in the same ordered pass, so episodes can be found among the firing rows alone.
 windowed as (
     select
         slo_id, t, at, objective,
-        sum(bad) over (partition by slo_id order by t range between 299 preceding and current row) as bad_5m,
-        sum(total) over (partition by slo_id order by t range between 299 preceding and current row) as total_5m,
+        bad as bad_5m,
+        total as total_5m,
         sum(bad) over (partition by slo_id order by t range between 1799 preceding and current row) as bad_30m,
         sum(total) over (partition by slo_id order by t range between 1799 preceding and current row) as total_30m,
         sum(bad) over (partition by slo_id order by t range between 3599 preceding and current row) as bad_1h,
@@ -79,13 +81,15 @@ windowed as (
         sum(bad) over (partition by slo_id order by t range between 86399 preceding and current row) as bad_1d,
         sum(total) over (partition by slo_id order by t range between 86399 preceding and current row) as total_1d,
         sum(bad) over (partition by slo_id order by t range between 259199 preceding and current row) as bad_3d,
-        sum(total) over (partition by slo_id order by t range between 259199 preceding and current row) as total_3d
+        sum(total) over (partition by slo_id order by t range between 259199 preceding and current row) as total_3d,
+        lag(t) over (partition by slo_id order by t) as previous_t,
+        lead(at) over (partition by slo_id order by t) as next_at
     from series
 ),
 
 burns as (
     select
-        slo_id, t, at,
+        slo_id, t, at, previous_t, next_at,
         case when total_5m > 0 then bad_5m / total_5m / (1 - objective) else 0 end as burn_5m,
         case when total_30m > 0 then bad_30m / total_30m / (1 - objective) else 0 end as burn_30m,
         case when total_1h > 0 then bad_1h / total_1h / (1 - objective) else 0 end as burn_1h,
@@ -96,43 +100,46 @@ burns as (
     from windowed
 ),
 
-evaluations as (
+-- Only the evaluations at which a rule fired: a small share of all of them.
+firing as (
     select
         burns.slo_id,
         burns.t,
         burns.at,
+        burns.previous_t,
+        burns.next_at,
         rules.rule,
         rules.severity,
         rules.burn_factor,
         case rules.long_seconds
             when 3600 then burn_1h when 21600 then burn_6h when 86400 then burn_1d else burn_3d
-        end as long_burn,
-        case rules.short_seconds
-            when 300 then burn_5m when 1800 then burn_30m when 7200 then burn_2h else burn_6h
-        end as short_burn
+        end as long_burn
     from burns
     cross join rules
+    where case rules.long_seconds
+            when 3600 then burn_1h when 21600 then burn_6h when 86400 then burn_1d else burn_3d
+        end > rules.burn_factor
+        and case rules.short_seconds
+            when 300 then burn_5m when 1800 then burn_30m when 7200 then burn_2h else burn_6h
+        end > rules.burn_factor
 ),
 
-flagged as (
+-- Consecutive firing evaluations form one episode: one starts where the rule's previous firing
+-- evaluation is not the SLO's previous evaluation, and numbering the starts names each episode.
+starts as (
     select
-        evaluations.*,
-        long_burn > burn_factor and short_burn > burn_factor as firing,
-        lag(long_burn > burn_factor and short_burn > burn_factor)
-            over (partition by slo_id, rule order by t) as was_firing,
-        lead(at) over (partition by slo_id, rule order by t) as next_at
-    from evaluations
+        firing.*,
+        coalesce(lag(t) over (partition by slo_id, rule order by t) <> previous_t, true) as is_start
+    from firing
 ),
 
--- Consecutive firing evaluations form one episode: an episode starts where the evaluation before
--- did not fire, and numbering the starts among the (few) firing rows names each episode.
 islands as (
     select
-        firing_rows.*,
-        sum(case when coalesce(was_firing, false) then 0 else 1 end) over (
+        starts.*,
+        sum(case when is_start then 1 else 0 end) over (
             partition by slo_id, rule order by t rows between unbounded preceding and current row
         ) as island
-    from (select * from flagged where firing) as firing_rows
+    from starts
 ),
 
 episodes as (

@@ -26,80 +26,62 @@ name = "total"
 doc = "All events in the bin."
 */
 with wanted as (
-    select slo_id, service, 'good' as role, good_metric as metric from slos
+    select slo_id, service, 'good' as role, good_metric as metric, threshold from slos
     where indicator_source = 'metric_points' and good_metric is not null
     union all
-    select slo_id, service, 'bad', bad_metric from slos
+    select slo_id, service, 'bad', bad_metric, threshold from slos
     where indicator_source = 'metric_points' and bad_metric is not null
     union all
-    select slo_id, service, 'total', total_metric from slos
+    select slo_id, service, 'total', total_metric, threshold from slos
     where indicator_source = 'metric_points' and total_metric is not null
     union all
-    select slo_id, service, 'histogram', threshold_metric from slos
+    select slo_id, service, 'histogram', threshold_metric, threshold from slos
     where indicator_source = 'metric_points' and indicator_kind = 'threshold'
 ),
 
-points as (
+-- One reading per point: a counter's or gauge's value; for a histogram, the observations within
+-- the threshold (value) and all of them (count).
+readings as (
     select
         wanted.slo_id,
         wanted.role,
-        metric_points.service,
         metric_points.metric,
         metric_points.attributes,
         metric_points.at,
         coalesce(metric_points.temporality, 'cumulative') = 'delta' as is_delta,
-        metric_points.value,
-        metric_points.count,
-        metric_points.bucket_bounds,
-        metric_points.bucket_counts,
-        slos.threshold,
-        slos.threshold_op
+        case when wanted.role = 'histogram'
+            then histogram_count_within(
+                metric_points.bucket_bounds, metric_points.bucket_counts, wanted.threshold)
+            else metric_points.value
+        end as value,
+        case when wanted.role = 'histogram' then metric_points.count end as count
     from metric_points
     join wanted on wanted.service = metric_points.service and wanted.metric = metric_points.metric
-    join slos on slos.slo_id = wanted.slo_id
     where metric_points.attributes not like '%"deployment.track"%'
         and metric_points.at < (select as_of from report_params)
+        and (wanted.role <> 'histogram' or cardinality(metric_points.bucket_bounds) > 0)
 ),
 
--- Histograms: observations within the threshold, and all of them, per point.
-histogram_points as (
-    select slo_id, service, metric, attributes, at, is_delta, threshold_op,
-        count as total,
-        coalesce(sum(case when bucket_bounds[i] <= threshold then bucket_counts[i] end), 0)
-            as within
-    from (
-        select points.*, unnest(generate_series(1, cardinality(bucket_bounds))) as i
-        from points
-        where role = 'histogram' and cardinality(bucket_bounds) > 0
-    )
-    group by slo_id, service, metric, attributes, at, is_delta, threshold_op, count
-),
-
--- One value per point and role: what happened during the point's interval.
-readings as (
-    select slo_id, role, service, metric, attributes, at, is_delta, value
-    from points
-    where role <> 'histogram'
-    union all
-    select slo_id, 'within', service, metric, attributes, at, is_delta, within
-    from histogram_points
-    union all
-    select slo_id, 'total', service, metric, attributes, at, is_delta, total
-    from histogram_points
-),
-
+-- What happened during each point's interval: delta points as they are, cumulative ones as the
+-- difference from the series' previous point (none for its first).
 increments as (
-    select slo_id, role, at, value as increment
+    select slo_id, role, at, value, count
     from readings
     where is_delta
     union all
     select slo_id, role, at,
-        case when previous is null then null
-            when value >= previous then value - previous
-            else value end
+        case when previous_value is null then null
+            when value >= previous_value then value - previous_value
+            else value end,
+        case when previous_count is null then null
+            when count >= previous_count then count - previous_count
+            else count end
     from (
         select readings.*,
-            lag(value) over (partition by slo_id, role, metric, attributes order by at) as previous
+            lag(value) over (partition by slo_id, role, metric, attributes order by at)
+                as previous_value,
+            lag(count) over (partition by slo_id, role, metric, attributes order by at)
+                as previous_count
         from readings
         where not is_delta
     )
@@ -109,12 +91,11 @@ binned as (
     select
         slo_id,
         date_bin(interval '5 minutes', at - interval '1 microsecond') + interval '5 minutes' as at,
-        sum(case when role = 'good' then increment end) as good,
-        sum(case when role = 'bad' then increment end) as bad,
-        sum(case when role = 'within' then increment end) as within,
-        sum(case when role = 'total' then increment end) as total
+        sum(case when role = 'good' then value end) as good,
+        sum(case when role = 'bad' then value end) as bad,
+        sum(case when role = 'histogram' then value end) as within,
+        sum(case when role = 'histogram' then count when role = 'total' then value end) as total
     from increments
-    where increment is not null
     group by 1, 2
 ),
 

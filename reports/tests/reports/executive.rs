@@ -133,8 +133,9 @@ fn prometheus_accepts_the_generated_rules() {
         rules.contains(r#"sum(rate(http_server_errors_total{job=\"api\"}[1h]))"#),
         "{rules}"
     );
+    // api has two SLOs (availability and latency), each with two panels.
     let dashboard = maestro_reports::monitoring::grafana_dashboard("api", &slos);
-    assert_eq!(dashboard["panels"].as_array().map(Vec::len), Some(2));
+    assert_eq!(dashboard["panels"].as_array().map(Vec::len), Some(4));
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, &rules).unwrap();
     match Command::new("promtool")
