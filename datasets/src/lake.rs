@@ -668,7 +668,8 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
         .map_err(|e| Error::arrow(path, e))
 }
 
-fn parquet_rows(path: &Path) -> Result<u64> {
+/// Rows of one Parquet file, from its footer alone.
+pub fn parquet_rows(path: &Path) -> Result<u64> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;

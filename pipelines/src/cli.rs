@@ -66,6 +66,70 @@ pub enum Command {
     /// Which tests a change needs: the champion test-selection model ranks its service's suite
     /// and selects to a confidence or a budget, with a reason per test, in a runner's syntax.
     SelectTests(SelectTestsArgs),
+    /// Run the nightly pipeline: ingest the landing folders, train when due, score, judge,
+    /// select tests, compute the reports and publish; jobs whose inputs are unchanged are
+    /// skipped. Exit 1 when a job failed, 2 when the run could not start (another holds the lake).
+    Run(RunArgs),
+    /// Draw the pipeline's job DAG, as derived from what each job reads and writes.
+    Graph(GraphArgs),
+    /// The last runs of every job, failures, and the freshness of every table: exit 1 when
+    /// something failed or is stale, so it serves as a monitoring check.
+    Status(StatusArgs),
+}
+
+/// `maestro run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Only this date of the date-partitioned jobs (YYYY-MM-DD).
+    #[arg(long, conflicts_with_all = ["from", "to"], value_parser = parse_date)]
+    pub date: Option<String>,
+    /// Backfill from this date (included).
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<String>,
+    /// Backfill up to this date (included).
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<String>,
+    /// Only these jobs, whatever their inputs say (see `maestro graph`).
+    #[arg(long, num_args = 1..)]
+    pub select: Vec<String>,
+    /// Rerun every job (or every selected one) even where its inputs are unchanged.
+    #[arg(long)]
+    pub force: bool,
+    /// Say what would run and why, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `maestro graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}
+
+/// A graph's text format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+/// `maestro status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Judge freshness as of this instant (RFC 3339) [default: now].
+    #[arg(long)]
+    pub at: Option<String>,
+    /// How many of the latest runs to list.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
 }
 
 /// `maestro audit`.

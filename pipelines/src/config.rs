@@ -40,6 +40,12 @@
 //! [reports]
 //! sql_dir = "reports"      # your own report and control .sql files, beside Maestro's
 //! waivers = "waivers.toml" # exceptions to compliance controls, each with an expiry date
+//!
+//! [run]                    # the nightly `maestro run`
+//! landing = ["landing"]    # folders whose new files each run ingests
+//! retrain_days = 7         # retrain a model at least this often when its data changed
+//! retrain_growth = 0.2     # or sooner, once its input rows grew by this share
+//! max_age_hours = 26       # `maestro status` calls a daily table stale after this
 //! ```
 //!
 //! Paths are relative to the folder of the configuration file.
@@ -64,6 +70,55 @@ pub struct Config {
     pub tests: TestsConfig,
     #[serde(default)]
     pub reports: ReportsConfig,
+    #[serde(default)]
+    pub run: RunConfig,
+    /// sha256 of the file's bytes (empty for the defaults): a changed setting reruns the jobs.
+    #[serde(skip)]
+    pub sha256: String,
+}
+
+/// `[run]`: the nightly pipeline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Folders whose new files each run ingests.
+    #[serde(default = "RunConfig::default_landing")]
+    pub landing: Vec<PathBuf>,
+    /// A model whose inputs changed is retrained once its last training is this many days old.
+    #[serde(default = "RunConfig::default_retrain_days")]
+    pub retrain_days: f64,
+    /// Or sooner, once the rows of its inputs grew by this share since it was trained.
+    #[serde(default = "RunConfig::default_retrain_growth")]
+    pub retrain_growth: f64,
+    /// `maestro status` calls a table written every run stale after this many hours.
+    #[serde(default = "RunConfig::default_max_age_hours")]
+    pub max_age_hours: f64,
+}
+
+impl RunConfig {
+    fn default_landing() -> Vec<PathBuf> {
+        vec![PathBuf::from("landing")]
+    }
+    fn default_retrain_days() -> f64 {
+        7.0
+    }
+    fn default_retrain_growth() -> f64 {
+        0.2
+    }
+    fn default_max_age_hours() -> f64 {
+        26.0
+    }
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            landing: RunConfig::default_landing(),
+            retrain_days: RunConfig::default_retrain_days(),
+            retrain_growth: RunConfig::default_retrain_growth(),
+            max_age_hours: RunConfig::default_max_age_hours(),
+        }
+    }
 }
 
 /// `[reports]`: SQL reports and compliance controls.
@@ -139,8 +194,10 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
     for relative in [&mut config.reports.sql_dir, &mut config.reports.waivers]
         .into_iter()
         .flatten()
+        .chain(config.run.landing.iter_mut())
     {
         *relative = base.join(&*relative);
     }
+    config.sha256 = crate::nightly::fingerprint::sha256_hex(text.as_bytes());
     Ok(config)
 }

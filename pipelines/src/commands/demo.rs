@@ -173,13 +173,16 @@ fn test_selection(lake: &Lake, seed: u64, config: &Config) -> anyhow::Result<Opt
     let report = super::eval::replay_and_record(lake, &options)?;
     print(&super::eval::describe(&report, options.target))?;
     let served = TestRegistry::new(lake.root()).load_champion()?;
-    print(&super::select_tests::record_selections(
-        lake,
-        &served,
-        options.target,
-        &options.must_run,
-        &DateRange::default(),
-    )?)?;
+    print(
+        &super::select_tests::record_selections(
+            lake,
+            &served,
+            options.target,
+            &options.must_run,
+            &DateRange::default(),
+        )?
+        .0,
+    )?;
     Ok(Some(trained.manifest.version))
 }
 

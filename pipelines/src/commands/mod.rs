@@ -1,17 +1,18 @@
 //! One module per subcommand; each takes its parsed arguments and returns an [`Outcome`].
 
-mod audit;
-mod demo;
-mod eval;
-mod generate;
-mod ingest;
-mod judge;
-mod models;
-mod report;
-mod risk;
-mod select_tests;
-mod sql;
-mod train;
+pub(crate) mod audit;
+pub(crate) mod demo;
+pub(crate) mod eval;
+pub(crate) mod generate;
+pub(crate) mod ingest;
+pub(crate) mod judge;
+pub(crate) mod models;
+pub(crate) mod report;
+pub(crate) mod risk;
+pub(crate) mod run;
+pub(crate) mod select_tests;
+pub(crate) mod sql;
+pub(crate) mod train;
 
 use crate::Outcome;
 use crate::cli::{Cli, Command};
@@ -31,6 +32,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Audit(command) => audit::run(&command),
         Command::Report(args) => report::run(&args, cli.config.as_deref()),
         Command::SelectTests(args) => select_tests::run(&args, cli.config.as_deref()),
+        Command::Run(args) => run::run(&args, cli.config.as_deref()),
+        Command::Graph(args) => run::graph(&args),
+        Command::Status(args) => run::status(&args, cli.config.as_deref()),
     }
 }
 

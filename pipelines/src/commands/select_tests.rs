@@ -62,13 +62,7 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
             from: args.date.clone().or(args.from.clone()),
             to: args.date.clone().or(args.to.clone()),
         };
-        print(&record_selections(
-            &lake,
-            &served,
-            target,
-            &config.tests.must_run,
-            &range,
-        )?)?;
+        print(&record_selections(&lake, &served, target, &config.tests.must_run, &range)?.0)?;
         return Ok(Outcome::Ok);
     }
     let request = ChangeRequest {
@@ -104,14 +98,15 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
 }
 
 /// The served model's selection for every change merged in `range`, written to
-/// `test_selection` (those dates replaced), and a line saying what was written.
+/// `test_selection` (those dates replaced): a line saying what was written, and the rows
+/// written per date.
 pub(crate) fn record_selections(
     lake: &Lake,
     served: &ServedModel,
     target: Target,
     must_run: &[String],
     range: &DateRange,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, std::collections::BTreeMap<String, u64>)> {
     let selections = select_changes(lake, served, target, must_run, range)?;
     let mut txn = lake.begin()?;
     txn.write(&selections.verdicts, WriteMode::ReplacePartitions)?;
@@ -119,14 +114,19 @@ pub(crate) fn record_selections(
     let (selected, suite) = selections.verdicts.iter().fold((0.0, 0.0), |(s, t), v| {
         (s + v.selected_seconds, t + v.suite_seconds)
     });
-    Ok(format!(
+    let mut by_date = std::collections::BTreeMap::new();
+    for verdict in &selections.verdicts {
+        *by_date.entry(verdict.merged_at.date()).or_insert(0) += 1;
+    }
+    let summary = format!(
         "test_selection: {} changes selected for by {} at {} ({:.1}% of suite time); {} changes of services with no known suite skipped\n",
         selections.verdicts.len(),
         selections.model_version,
         target.label(),
         100.0 * selected / f64::max(suite, f64::MIN_POSITIVE),
         selections.without_suite
-    ))
+    );
+    Ok((summary, by_date))
 }
 
 /// Non-empty trimmed lines of a file, or of stdin for "-".
