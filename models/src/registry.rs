@@ -68,6 +68,18 @@ impl ModelFolder {
         }
     }
 
+    /// The family as the nightly run last published it (`<lake>/published/latest`), or the
+    /// lake's own registry when nothing is published yet.
+    pub(crate) fn serving(lake_root: &Path, family: &str) -> ModelFolder {
+        let published = lake_root.join("published").join("latest");
+        let folder = ModelFolder::new(&published, family);
+        if folder.root.join(CHAMPIONS).exists() {
+            folder
+        } else {
+            ModelFolder::new(lake_root, family)
+        }
+    }
+
     pub(crate) fn root(&self) -> &Path {
         &self.root
     }
@@ -242,6 +254,14 @@ impl Registry {
     pub fn new(lake_root: &Path) -> Registry {
         Registry {
             folder: ModelFolder::new(lake_root, "risk"),
+        }
+    }
+
+    /// The registry that serves CI/CD: the models of the last published run, or the lake's
+    /// registry when nothing is published yet.
+    pub fn serving(lake_root: &Path) -> Registry {
+        Registry {
+            folder: ModelFolder::serving(lake_root, "risk"),
         }
     }
 

@@ -97,9 +97,12 @@ pub struct ScoreOutcome {
     pub partitions: usize,
 }
 
-/// The champion deployment-risk model and its version.
+/// The champion deployment-risk model of the lake's registry, and its version.
 pub fn champion(lake: &Lake) -> Result<(String, RiskModel)> {
-    let registry = Registry::new(lake.root());
+    champion_of(&Registry::new(lake.root()))
+}
+
+fn champion_of(registry: &Registry) -> Result<(String, RiskModel)> {
     let version = registry.champion(Level::Deployment)?.ok_or_else(|| {
         Error::Data(
             "no champion deployment-risk model: run `maestro train risk` (or promote a version) first"
@@ -164,7 +167,8 @@ pub fn score_pending(
     thresholds: &Thresholds,
 ) -> Result<PendingScore> {
     thresholds.check()?;
-    let (version, model) = champion(lake)?;
+    // A release gate asks the model the nightly run published, not one being trained.
+    let (version, model) = champion_of(&Registry::serving(lake.root()))?;
     let scratch_dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let scratch = Lake::open(scratch_dir.path())?;
     let in_progress = Deployment {

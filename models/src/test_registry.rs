@@ -100,6 +100,14 @@ impl TestRegistry {
         }
     }
 
+    /// The registry that serves CI/CD: the models of the last published run, or the lake's
+    /// registry when nothing is published yet.
+    pub fn serving(lake_root: &Path) -> TestRegistry {
+        TestRegistry {
+            folder: ModelFolder::serving(lake_root, "tests"),
+        }
+    }
+
     /// The registry's folder.
     pub fn root(&self) -> &Path {
         self.folder.root()

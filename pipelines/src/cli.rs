@@ -34,8 +34,8 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Generate a realistic history, ingest it into a fresh lake, train the deployment-risk
-    /// model, and show what the lake holds.
+    /// Generate a realistic history, then run the nightly pipeline over all of it in a fresh
+    /// lake (`maestro run`), and say where the report, the models and the verdicts are.
     Demo(DemoArgs),
     /// Write a realistic generated history in the real source formats.
     Generate(GenerateArgs),

@@ -133,16 +133,19 @@ fn demo_generates_ingests_and_summarises_the_lake() {
     assert!(text.contains("canary analyses:"), "{text}");
     assert!(text.contains("rollback judge:"), "{text}");
     // The reports: tables in the lake, the executive report, and an intact audit trail.
-    let html = std::fs::read_to_string(demo.join("report/report.html")).unwrap();
+    // They are published with the models and verdicts, as the nightly run does.
+    let report = demo.join("lake/published/latest/reports/executive");
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
     assert!(html.contains("Release engineering report") && html.contains("<svg"));
     assert!(
         text.contains(&format!(
             "executive report: {}",
-            demo.join("report/report.html").display()
+            report.join("report.html").display()
         )),
         "{text}"
     );
-    assert!(demo.join("report/prometheus/slo-rules.yaml").exists());
+    assert!(report.join("prometheus/slo-rules.yaml").exists());
+    assert!(text.contains("publish       succeeded"), "{text}");
     let counted = maestro(&[
         "sql",
         "--lake",
@@ -616,5 +619,380 @@ fn a_killed_ingest_leaves_no_partial_partition() {
         );
         // Start again from an empty lake for the next delay.
         std::fs::remove_dir_all(&lake).unwrap();
+    }
+}
+
+/// Part files and models of a lake with their bytes' sha256, for comparing two lakes.
+fn lake_contents(lake: &Path) -> Vec<(String, String)> {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = ["raw", "derived", "reports", "models"]
+        .iter()
+        .map(|d| lake.join(d))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let digest = Sha256::digest(std::fs::read(&path).unwrap());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                let name = path.strip_prefix(lake).unwrap().display().to_string();
+                files.push((name, hex));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The line of `job` in a run's table of jobs.
+fn job_line(text: &str, job: &str) -> String {
+    text.lines()
+        .find(|l| l.trim_start().starts_with(&format!("{job} ")) && l.starts_with("  "))
+        .unwrap_or_else(|| panic!("no line for {job} in:\n{text}"))
+        .to_string()
+}
+
+#[test]
+fn nightly_run_is_incremental_locked_published_and_survives_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_dir = dir.path().join("gen");
+    let out = maestro(&[
+        "generate",
+        "--out",
+        gen_dir.to_str().unwrap(),
+        "--days",
+        "20",
+        "--services",
+        "4",
+    ]);
+    assert!(out.status.success());
+    let landing = dir.path().join("landing");
+    std::fs::create_dir_all(&landing).unwrap();
+    let config = dir.path().join("maestro.toml");
+    std::fs::write(&config, "[run]\nlanding = [\"gen/sources\", \"landing\"]\n").unwrap();
+    let run = |lake: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--lake",
+            lake.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        maestro(&args)
+    };
+
+    // The DAG is derived from what each job reads and writes.
+    let graph = stdout(&maestro(&["graph", "--format", "mermaid"]));
+    assert!(
+        graph.contains("train_risk -->|models/risk| score"),
+        "{graph}"
+    );
+    assert!(graph.contains("reports -->|reports| publish"), "{graph}");
+    let dot = stdout(&maestro(&["graph"]));
+    assert!(
+        dot.starts_with("digraph maestro {") && dot.contains("ingest -> judge"),
+        "{dot}"
+    );
+
+    // The first run does everything and publishes it.
+    let lake = dir.path().join("lake");
+    let first = run(&lake, &[]);
+    let text = stdout(&first);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for job in [
+        "ingest",
+        "audit_digest",
+        "train_risk",
+        "train_tests",
+        "score",
+        "judge",
+        "select_tests",
+        "reports",
+        "publish",
+    ] {
+        assert!(job_line(&text, job).contains("succeeded"), "{job}: {text}");
+    }
+    let latest = lake.join("published/latest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(latest.join("manifest.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert!(
+        files
+            .iter()
+            .any(|f| f["path"] == "reports/executive/report.html"),
+        "{manifest}"
+    );
+    assert!(files.iter().any(|f| {
+        f["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("verdicts/risk_verdicts/")
+    }));
+    assert_eq!(
+        manifest["models"]["risk/deployment"], "deployment-0001",
+        "{manifest}"
+    );
+    for file in files {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(latest.join(file["path"].as_str().unwrap())).unwrap();
+        let hex: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(file["sha256"], hex.as_str(), "{}", file["path"]);
+    }
+    // Published models serve: select-tests and risk read latest.
+    assert!(latest.join("models/tests/champions.json").exists());
+
+    // Unchanged inputs: every job is skipped, nothing is republished.
+    let again = stdout(&run(&lake, &[]));
+    for job in [
+        "ingest",
+        "train_risk",
+        "score",
+        "select_tests",
+        "reports",
+        "publish",
+    ] {
+        assert!(job_line(&again, job).contains("skipped"), "{job}: {again}");
+    }
+
+    // A late JUnit report for an old date reruns test selection from that date on, and
+    // nothing that does not read test results.
+    let mut reports: Vec<_> = std::fs::read_dir(gen_dir.join("sources/junit/payments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    reports.sort();
+    let late = std::fs::read_to_string(&reports[reports.len() / 2]).unwrap();
+    let run_id = late
+        .split("maestro.run_id\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let late_date = late.split("maestro.started_at\" value=\"").nth(1).unwrap()[..10].to_string();
+    std::fs::write(landing.join("late.xml"), late.replace(run_id, "late-run-1")).unwrap();
+    let dry = run(&lake, &["--dry-run"]);
+    assert!(
+        job_line(&stdout(&dry), "ingest").contains("would run"),
+        "{}",
+        stdout(&dry)
+    );
+    let late_run = stdout(&run(&lake, &[]));
+    assert!(
+        job_line(&late_run, "ingest").contains("succeeded"),
+        "{late_run}"
+    );
+    let selected = job_line(&late_run, "select_tests");
+    assert!(
+        selected.contains("succeeded") && selected.contains(&format!("({late_date}..")),
+        "{late_run}"
+    );
+    assert!(
+        job_line(&late_run, "score").contains("skipped"),
+        "{late_run}"
+    );
+    assert!(
+        job_line(&late_run, "judge").contains("skipped"),
+        "{late_run}"
+    );
+    assert!(
+        job_line(&late_run, "train_tests").contains("skipped"),
+        "{late_run}"
+    );
+    assert!(
+        job_line(&late_run, "publish").contains("succeeded"),
+        "{late_run}"
+    );
+    std::fs::remove_file(landing.join("late.xml")).unwrap();
+
+    // --select runs only the jobs named, whatever their inputs; an unknown job is an error.
+    let selected = stdout(&run(&lake, &["--select", "reports"]));
+    assert!(
+        job_line(&selected, "reports").contains("succeeded"),
+        "{selected}"
+    );
+    assert!(!selected.contains("  score "), "{selected}");
+    assert_eq!(run(&lake, &["--select", "nope"]).status.code(), Some(2));
+
+    // Status: healthy now, stale three days later.
+    let status = maestro(&["status", "--lake", lake.to_str().unwrap()]);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+    let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let stale = maestro(&["status", "--lake", lake.to_str().unwrap(), "--at", &later]);
+    assert_eq!(stale.status.code(), Some(1), "{}", stdout(&stale));
+    assert!(stdout(&stale).contains("stale"), "{}", stdout(&stale));
+
+    // One run at a time: while something holds the lock, a run exits 2 naming the holder.
+    let lock_file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(lake.join("_lock"))
+        .unwrap();
+    lock_file.lock().unwrap();
+    std::fs::write(lake.join("_lock"), "pid 4242 on ci, run run-held").unwrap();
+    let refused = run(&lake, &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("pid 4242") && message.contains("run-held"),
+        "{message}"
+    );
+    drop(lock_file);
+
+    // A run killed anywhere is finished by the next, with the same bytes as a run never
+    // killed (whose lake is `lake` without the late file: compare with a fresh reference).
+    let reference = dir.path().join("reference");
+    assert!(run(&reference, &[]).status.success());
+    let killed = dir.path().join("killed");
+    for delay_ms in [700u64, 2500, 6000] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_maestro"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "run",
+                "--lake",
+                killed.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let resumed = run(&killed, &[]);
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(lake_contents(&killed), lake_contents(&reference));
+}
+
+/// The maestro command lines of the scheduling examples, as argument lists.
+fn scheduled_commands() -> Vec<(String, Vec<String>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scheduling");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let words = |text: &str| -> Vec<String> {
+        text.split_whitespace()
+            .take_while(|w| !matches!(*w, "2>&1" | "|" | ">/dev/null" | "||"))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut commands = Vec::new();
+    for line in read("crontab").lines().filter(|l| !l.starts_with('#')) {
+        if let Some((_, rest)) = line.split_once("&& maestro ") {
+            commands.push(("crontab".to_string(), words(rest)));
+        }
+    }
+    let service = read("maestro-nightly.service");
+    let exec = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/usr/local/bin/maestro "))
+        .unwrap();
+    commands.push(("systemd".to_string(), words(exec)));
+    let cronjob = read("cronjob.yaml");
+    let args = cronjob
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("args: "))
+        .unwrap();
+    let args: Vec<String> = serde_json::from_str(args).unwrap();
+    commands.push(("kubernetes".to_string(), args));
+    let airflow = read("airflow_maestro.py");
+    for command in airflow.split("bash_command=f\"maestro ").skip(1) {
+        let command = command
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("{LAKE}", "/srv/maestro/lake");
+        commands.push(("airflow".to_string(), words(&command)));
+    }
+    commands
+}
+
+#[test]
+fn scheduling_examples_run_maestro_as_its_cli_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = dir.path().join("maestro.toml");
+    std::fs::write(&config, "[run]\nlanding = [\"landing\"]\n").unwrap();
+    assert!(
+        maestro(&["run", "--lake", lake.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let commands = scheduled_commands();
+    assert_eq!(
+        commands.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        [
+            "crontab",
+            "crontab",
+            "systemd",
+            "kubernetes",
+            "airflow",
+            "airflow"
+        ]
+    );
+    for (scheduler, args) in commands {
+        let mut args: Vec<String> = args
+            .into_iter()
+            .map(|a| match a.as_str() {
+                "/srv/maestro/lake" => lake.display().to_string(),
+                "/etc/maestro/maestro.toml" => config.display().to_string(),
+                _ => a,
+            })
+            .collect();
+        if args.iter().any(|a| a == "run") {
+            args.push("--dry-run".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_maestro"))
+            .args(&refs)
+            .env("MAESTRO_LAKE", &lake)
+            .output()
+            .unwrap();
+        // 0 or 1 (status on a lake that has not run every job) are answers; 2 is a usage error.
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{scheduler}: maestro {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args.iter().any(|a| a == "json") {
+            // Log lines on stderr are JSON objects, for log collectors.
+            for line in String::from_utf8_lossy(&out.stderr).lines() {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                    "{scheduler}: {line}"
+                );
+            }
+        }
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scheduling");
+    // The Airflow DAG is valid Python (Airflow itself is not installed here).
+    let python = Command::new("python3")
+        .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())"])
+        .arg(examples.join("airflow_maestro.py"))
+        .output();
+    if let Ok(out) = python {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("python3 not found: the Airflow DAG's syntax is not checked");
     }
 }

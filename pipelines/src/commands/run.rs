@@ -25,6 +25,7 @@ pub fn run(args: &RunArgs, config_path: Option<&Path>) -> anyhow::Result<Outcome
         select: args.select.clone(),
         force: args.force,
         dry_run: args.dry_run,
+        risk_oracle: None,
     };
     let report = nightly::run(&lake, &config, &options)?;
     print(&describe(&report))?;
@@ -183,10 +184,14 @@ fn describe_status(
             .max()
             .map(|t| Ts(t).to_datetime().format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_else(|| "-".into());
-        let seconds: f64 = latest
-            .iter()
-            .map(|r| (r.finished_at.0 - r.started_at.0) as f64 / 1e6)
-            .sum();
+        // A date-partitioned job records a row per date, each with the time of its range.
+        let seconds = match (
+            latest.iter().map(|r| r.started_at.0).min(),
+            latest.iter().map(|r| r.finished_at.0).max(),
+        ) {
+            (Some(start), Some(end)) => (end - start) as f64 / 1e6,
+            _ => 0.0,
+        };
         let detail = match failed {
             Some(r) => r.message.clone().unwrap_or_default(),
             None => latest

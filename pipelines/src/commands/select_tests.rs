@@ -52,10 +52,10 @@ pub fn run(args: &SelectTestsArgs, config_path: Option<&Path>) -> anyhow::Result
         anyhow::bail!("--shard {shard} is not one of 1..={}", args.shards);
     }
     let lake = Lake::open_existing(&args.lake.lake)?;
-    let registry = TestRegistry::new(lake.root());
+    // The champion the nightly run published; a named version comes from the lake's registry.
     let served = match &args.model {
-        Some(version) => registry.load(version)?,
-        None => registry.load_champion()?,
+        Some(version) => TestRegistry::new(lake.root()).load(version)?,
+        None => TestRegistry::serving(lake.root()).load_champion()?,
     };
     if args.date.is_some() || args.from.is_some() || args.to.is_some() {
         let range = DateRange {

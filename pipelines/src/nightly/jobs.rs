@@ -37,6 +37,81 @@ struct Done {
     by_date: BTreeMap<String, u64>,
     /// What the user reads.
     summary: String,
+    /// A training to mark finished once its run is recorded.
+    training: Option<TrainingGuard>,
+}
+
+/// A training in progress: `models/<family>/.training` holds the registry as it was before,
+/// until the job's run is recorded in `_runs`. A run killed in between leaves the file, and
+/// the next training first puts the registry back as it was, so it trains the same version
+/// under the same name rather than adding another.
+#[derive(Debug)]
+struct TrainingGuard {
+    marker: std::path::PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RegistryBefore {
+    versions: Vec<String>,
+    champions: Option<String>,
+}
+
+impl TrainingGuard {
+    fn begin(lake: &Lake, family: &str) -> anyhow::Result<TrainingGuard> {
+        let folder = lake.root().join("models").join(family);
+        let marker = folder.join(".training");
+        let champions_path = folder.join("champions.json");
+        if let Ok(bytes) = std::fs::read(&marker) {
+            let before: RegistryBefore = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", marker.display()))?;
+            for entry in std::fs::read_dir(&folder)? {
+                let path = entry?.path();
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if path.is_dir() && !before.versions.contains(&name) {
+                    tracing::warn!(version = %name, "removing a model version whose training run was never recorded");
+                    std::fs::remove_dir_all(&path)?;
+                }
+            }
+            match before.champions {
+                Some(text) => {
+                    maestro_datasets::lake::replace_file(&champions_path, text.as_bytes())?
+                }
+                None => {
+                    let _ = std::fs::remove_file(&champions_path);
+                }
+            }
+        }
+        std::fs::create_dir_all(&folder)?;
+        let mut versions = Vec::new();
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                versions.push(
+                    path.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        versions.sort();
+        let before = RegistryBefore {
+            versions,
+            champions: std::fs::read_to_string(&champions_path).ok(),
+        };
+        maestro_datasets::lake::replace_file(&marker, &serde_json::to_vec(&before)?)?;
+        Ok(TrainingGuard { marker })
+    }
+
+    /// The run is recorded: the new version stays.
+    fn finish(self) -> anyhow::Result<()> {
+        std::fs::remove_file(&self.marker)
+            .with_context(|| format!("removing {}", self.marker.display()))
+    }
 }
 
 /// Why a job did not run though it was due.
@@ -180,6 +255,17 @@ fn run_whole(
     published: &mut Option<std::path::PathBuf>,
 ) -> anyhow::Result<JobReport> {
     let started = Instant::now();
+    if job.name == "ingest" && !config.run.landing.iter().any(|f| f.exists()) {
+        return Ok(JobReport {
+            job: job.name,
+            status: "skipped",
+            partitions: Vec::new(),
+            seconds: 0.0,
+            rows_written: 0,
+            peak_mb: 0.0,
+            message: no_landing(config),
+        });
+    }
     let fingerprint = inputs.whole(job)?;
     fingerprints.insert(job.name.to_string(), fingerprint.clone());
     let unchanged = ledger.fingerprint(job.name, "all") == Some(fingerprint.as_str());
@@ -224,7 +310,7 @@ fn run_whole(
     if options.dry_run {
         return Ok(report("would run", job.about.to_string(), 0));
     }
-    let done = match execute_whole(lake, config, job, run_id, fingerprints, published)? {
+    let done = match execute_whole(lake, config, options, job, run_id, fingerprints, published)? {
         Ok(done) => done,
         Err(NotRun(reason)) => {
             record(
@@ -259,6 +345,9 @@ fn run_whole(
             started,
         )],
     )?;
+    if let Some(guard) = done.training {
+        guard.finish()?;
+    }
     Ok(report(
         "succeeded",
         format!("{} rows written", done.rows_written),
@@ -465,6 +554,7 @@ fn input_tables(job: &Job) -> Vec<TableDef> {
 fn execute_whole(
     lake: &Lake,
     config: &Config,
+    run_options: &RunOptions,
     job: &Job,
     run_id: &str,
     fingerprints: &BTreeMap<String, String>,
@@ -481,16 +571,7 @@ fn execute_whole(
                 .cloned()
                 .collect();
             if folders.is_empty() {
-                return Ok(Err(NotRun(format!(
-                    "no landing folder: {} (set [run] landing in maestro.toml)",
-                    config
-                        .run
-                        .landing
-                        .iter()
-                        .map(|f| f.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))));
+                return Ok(Err(NotRun(no_landing(config))));
             }
             let ingest_started = Instant::now();
             let report = commands::ingest::run_ingest(lake, &folders, &IngestOptions::default())?;
@@ -506,6 +587,7 @@ fn execute_whole(
             done.summary = format!("audit trail digested: {} new days\n", digested.added.len());
         }
         "train_risk" => {
+            let guard = TrainingGuard::begin(lake, "risk")?;
             let args = crate::cli::TrainRiskArgs {
                 lake: crate::cli::LakeArgs {
                     lake: lake.root().to_path_buf(),
@@ -518,16 +600,24 @@ fn execute_whole(
             };
             let options = commands::train::options(&args, &config.risk)?;
             done.rows_read = fingerprint::rows_of(lake, &input_tables(job))?;
-            match maestro_models::train::train_risk(lake, &options, None) {
+            let oracle = run_options
+                .risk_oracle
+                .as_deref()
+                .map(maestro_models::risk::read_oracle)
+                .transpose()
+                .context("reading the oracle")?;
+            match maestro_models::train::train_risk(lake, &options, oracle.as_ref()) {
                 Ok(trained) => {
                     done.rows_written = trained.manifest.evaluation.rows as u64;
                     done.summary = commands::train::describe(&trained);
+                    done.training = Some(guard);
                 }
                 Err(maestro_models::Error::Data(reason)) => return Ok(Err(NotRun(reason))),
                 Err(e) => return Err(e).context("training the deployment-risk model"),
             }
         }
         "train_tests" => {
+            let guard = TrainingGuard::begin(lake, "tests")?;
             let defaults = ReplayOptions::default();
             let options = ReplayOptions {
                 train: TrainConfig {
@@ -548,12 +638,16 @@ fn execute_whole(
             summary.push_str(&commands::eval::describe(&replay, options.target));
             done.rows_written = (trained.health_rows + replay.rows.len()) as u64;
             done.summary = summary;
+            done.training = Some(guard);
         }
         "judge" => {
             done.summary = commands::judge::judge(lake, config)?;
             done.rows_written = fingerprint::rows_of(lake, &output_tables(job))?;
         }
         "reports" => {
+            if fingerprint::rows_of(lake, &input_tables(job))? == 0 {
+                return Ok(Err(NotRun("the lake holds no history yet".into())));
+            }
             let reports_started = Instant::now();
             let computed = commands::report::compute(lake, config, None)?;
             let html = commands::report::write_executive(
@@ -582,6 +676,19 @@ fn execute_whole(
         other => anyhow::bail!("job {other} is not partitioned by date but has no whole-lake step"),
     }
     Ok(Ok(done))
+}
+
+fn no_landing(config: &Config) -> String {
+    format!(
+        "no landing folder: {} (set [run] landing in maestro.toml)",
+        config
+            .run
+            .landing
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn output_tables(job: &Job) -> Vec<TableDef> {

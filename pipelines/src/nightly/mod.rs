@@ -294,6 +294,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Say what would run, run nothing.
     pub dry_run: bool,
+    /// The generator's true probabilities per deployment, to judge a new risk model against.
+    pub risk_oracle: Option<std::path::PathBuf>,
 }
 
 impl RunOptions {
