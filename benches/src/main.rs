@@ -19,6 +19,9 @@
 //! its last `--trace-days` only (23 days of 300 services hold about a million spans), and runs
 //! every report and control over it, printing each one's seconds and peak memory, then the
 //! executive report's.
+//! `maestro-scale plan [--services N] [--edges N]` writes a random acyclic service graph of N
+//! services and N edges (1M each by default) into a scratch lake and times `maestro plan --all`
+//! over it, printing seconds and peak memory.
 //! Run them with the release build: `cargo run --release -p maestro-benches -- ingest`.
 
 mod models;
@@ -82,8 +85,13 @@ fn main() -> anyhow::Result<()> {
         Some("ingest") => ingest_throughput(&maestro, number("--mb", 200.0)?),
         Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
         Some("demo") => demo(&maestro),
+        Some("plan") => plan_speed(
+            &maestro,
+            number("--services", 1e6)? as usize,
+            number("--edges", 1e6)? as usize,
+        ),
         _ => bail!(
-            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
+            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | plan [--services N] [--edges N] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
         ),
     }
 }
@@ -343,5 +351,60 @@ fn demo(maestro: &Path) -> anyhow::Result<()> {
         "maestro demo (default size): {:.1} s wall, {:.1} s CPU, peak memory {:.0} MB",
         m.seconds, m.cpu_seconds, m.peak_rss_mb
     );
+    Ok(())
+}
+
+/// Times `maestro plan --all` on a random acyclic graph: each edge goes from a service to one
+/// with a smaller number, so every service depends only on older ones.
+fn plan_speed(maestro: &Path, services: usize, edges: usize) -> anyhow::Result<()> {
+    use maestro_datasets::schema::ServiceEdge;
+    use rand::{Rng, SeedableRng};
+    let scratch = tempfile::tempdir()?;
+    let lake_dir = scratch.path().join("lake");
+    let lake = maestro_datasets::Lake::open(&lake_dir)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let name = |i: usize| format!("svc-{i:07}");
+    let mut rows = Vec::with_capacity(edges);
+    while rows.len() < edges {
+        let from = rng.random_range(1..services);
+        let to = rng.random_range(0..from);
+        rows.push(ServiceEdge {
+            from_service: name(from),
+            to_service: name(to),
+            source: "catalog".into(),
+        });
+    }
+    let mut txn = lake.begin()?;
+    txn.write(&rows, maestro_datasets::WriteMode::Append)?;
+    txn.commit()?;
+    drop(rows);
+    let lake_arg = lake_dir.to_str().context("utf-8 path")?;
+    for format in ["table", "json"] {
+        let m = run_measured(
+            maestro,
+            &["plan", "--lake", lake_arg, "--all", "--format", format],
+            false,
+        )?;
+        let waves = m
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split(" services in ")
+            .nth(1)
+            .unwrap_or("?")
+            .to_string();
+        println!(
+            "maestro plan --all --format {format}: {services} services, {edges} edges: {:.2} s, peak memory {:.0} MB, {:.1} MB of output{}",
+            m.seconds,
+            m.peak_rss_mb,
+            m.stdout.len() as f64 / 1e6,
+            if format == "table" {
+                format!(" ({})", waves.split(',').next().unwrap_or("?"))
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(())
 }

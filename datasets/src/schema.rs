@@ -913,7 +913,7 @@ lake_table! {
 }
 
 /// Tables that jobs compute from the raw ones: verdicts and evaluations, under `derived/`.
-pub const DERIVED_TABLES: [TableDef; 8] = [
+pub const DERIVED_TABLES: [TableDef; 9] = [
     RiskEvaluation::TABLE,
     RiskVerdict::TABLE,
     CanaryVerdict::TABLE,
@@ -922,7 +922,41 @@ pub const DERIVED_TABLES: [TableDef; 8] = [
     TestSelectionCurve::TABLE,
     TestHealth::TABLE,
     TestSelectionVerdict::TABLE,
+    RolloutPlan::TABLE,
 ];
+
+lake_table! {
+    /// One service's place in a rollout plan (`maestro plan`).
+    RolloutPlan {
+        name: "rollout_plans",
+        version: 1,
+        layout: KeyedSnapshot,
+        key: [plan_id, service],
+        partition_at: |r| None,
+    }
+    columns {
+        /// sha256 prefix of the plan's services, edges and settings: the same plan, the same id.
+        plan_id: String,
+        service: String,
+        /// 1 for the first wave; a service deploys after everything it depends on.
+        wave: i64,
+        /// Services of the plan this one depends on.
+        depends_on: Vec<String>,
+        /// rolling, or canary.
+        strategy: String,
+        /// Traffic share of each canary step, in percent, ending at 100.
+        traffic_steps: Vec<f64>,
+        /// Expected minutes: the median of its past deployments plus the canary bake time.
+        expected_minutes: f64,
+        /// Whether the median came from this service's own history.
+        has_history: bool,
+        /// The probability of its latest risk verdict, when it has one.
+        risk: Option<f64>,
+        /// Services that depend on it, directly or not, in the whole graph.
+        blast_radius: i64,
+        is_on_critical_path: bool,
+    }
+}
 
 /// Every raw table, for listing and registration.
 pub const RAW_TABLES: [TableDef; 9] = [

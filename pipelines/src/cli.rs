@@ -75,6 +75,47 @@ pub enum Command {
     /// The last runs of every job, failures, and the freshness of every table: exit 1 when
     /// something failed or is stale, so it serves as a monitoring check.
     Status(StatusArgs),
+    /// Plan a cross-service rollout: deployment waves (dependencies first), canary steps by
+    /// risk, expected durations from history, the critical path and each service's blast
+    /// radius, written to `rollout_plans`. Exit 1, naming each cycle, when there is no order.
+    Plan(PlanArgs),
+}
+
+/// `maestro plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Services to deploy, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub services: Vec<String>,
+    /// Every service of the graph.
+    #[arg(long)]
+    pub all: bool,
+    /// At most this many services deploy at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+    pub format: PlanFormat,
+}
+
+/// How `maestro plan` prints its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Waves and services as text.
+    Table,
+    /// The whole plan as JSON.
+    Json,
+    /// Graphviz DOT, a cluster per wave.
+    Dot,
+    /// A Mermaid flowchart, a subgraph per wave.
+    Mermaid,
 }
 
 /// `maestro run`.

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod nightly;
 mod output;
+mod plan;
 
 use std::process::ExitCode;
 

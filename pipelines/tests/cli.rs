@@ -996,3 +996,149 @@ fn scheduling_examples_run_maestro_as_its_cli_accepts() {
         eprintln!("python3 not found: the Airflow DAG's syntax is not checked");
     }
 }
+
+/// A Backstage catalog of components, each with the components it depends on.
+fn catalog(components: &[(&str, &[&str])]) -> String {
+    components
+        .iter()
+        .map(|(name, depends_on)| {
+            let deps: Vec<String> = depends_on
+                .iter()
+                .map(|d| format!("    - component:default/{d}\n"))
+                .collect();
+            format!(
+                "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: service\n  owner: team-a\n  lifecycle: production\n  dependsOn:\n{}",
+                deps.concat()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn plan_orders_waves_by_dependencies_and_names_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake_arg = lake.to_str().unwrap();
+    // web calls api and auth; api calls db and auth; auth calls db; batch calls db.
+    let file = dir.path().join("catalog-info.yaml");
+    std::fs::write(
+        &file,
+        catalog(&[
+            ("web", &["api", "auth"]),
+            ("api", &["db", "auth"]),
+            ("auth", &["db"]),
+            ("batch", &["db"]),
+            ("db", &[]),
+        ]),
+    )
+    .unwrap();
+    let out = maestro(&["ingest", "--lake", lake_arg, file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    let out = maestro(&["plan", "--lake", lake_arg, "--all", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wave = |service: &str| {
+        plan["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == service)
+            .unwrap_or_else(|| panic!("{service} missing: {plan}"))
+            .clone()
+    };
+    assert_eq!(wave("db")["wave"], 1);
+    assert_eq!(wave("auth")["wave"], 2);
+    assert_eq!(wave("batch")["wave"], 2);
+    assert_eq!(wave("api")["wave"], 3);
+    assert_eq!(wave("web")["wave"], 4);
+    // Everything depends on db, directly or not; nothing depends on web.
+    assert_eq!(wave("db")["blast_radius"], 4);
+    assert_eq!(wave("auth")["blast_radius"], 2);
+    assert_eq!(wave("web")["blast_radius"], 0);
+    assert_eq!(
+        plan["critical_path"],
+        serde_json::json!(["db", "auth", "api", "web"]),
+        "{plan}"
+    );
+    // No history and no risk verdict: an unknown service goes out as the most careful canary.
+    assert_eq!(wave("db")["strategy"], "canary");
+    assert_eq!(
+        wave("db")["traffic_steps"],
+        serde_json::json!([1.0, 5.0, 25.0, 50.0, 100.0])
+    );
+    assert_eq!(wave("db")["has_history"], false);
+
+    // A parallelism limit of one makes a wave per service, in dependency order.
+    let out = maestro(&[
+        "plan",
+        "--lake",
+        lake_arg,
+        "--services",
+        "batch,auth,db",
+        "--parallel",
+        "1",
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("3 services in 3 waves"), "{text}");
+    let order: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .filter(|_| l.trim_start().starts_with(char::is_numeric))
+        })
+        .collect();
+    assert_eq!(order, ["db", "auth", "batch"], "{text}");
+    let dot = stdout(&maestro(&[
+        "plan", "--lake", lake_arg, "--all", "--format", "dot",
+    ]));
+    assert!(
+        dot.contains("\"db\" -> \"auth\";") && dot.contains("cluster_wave_4"),
+        "{dot}"
+    );
+    let mermaid = stdout(&maestro(&[
+        "plan", "--lake", lake_arg, "--all", "--format", "mermaid",
+    ]));
+    assert!(
+        mermaid.starts_with("flowchart LR") && mermaid.contains("subgraph wave4"),
+        "{mermaid}"
+    );
+    // Every plan is kept in rollout_plans under its id; the same plan again is kept once.
+    let rows = stdout(&maestro(&[
+        "sql",
+        "--lake",
+        lake_arg,
+        "--format",
+        "csv",
+        "select count(distinct plan_id), count(*) from rollout_plans",
+    ]));
+    assert_eq!(rows.lines().nth(1), Some("2,8"), "{rows}");
+
+    // A cycle has no order: the plan names it and exits 1.
+    std::fs::write(
+        &file,
+        catalog(&[("db", &["web"]), ("web", &["api"]), ("api", &["db"])]),
+    )
+    .unwrap();
+    let out = maestro(&["ingest", "--lake", lake_arg, file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = maestro(&["plan", "--lake", lake_arg, "--services", "db,web,api,auth"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("cycle: api -> db -> web -> api"),
+        "{}",
+        stdout(&out)
+    );
+    // An unknown flag value is a usage error.
+    assert_eq!(
+        maestro(&["plan", "--lake", lake_arg]).status.code(),
+        Some(2)
+    );
+}

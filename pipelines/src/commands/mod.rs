@@ -7,6 +7,7 @@ pub(crate) mod generate;
 pub(crate) mod ingest;
 pub(crate) mod judge;
 pub(crate) mod models;
+pub(crate) mod plan;
 pub(crate) mod report;
 pub(crate) mod risk;
 pub(crate) mod run;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(args) => run::run(&args, cli.config.as_deref()),
         Command::Graph(args) => run::graph(&args),
         Command::Status(args) => run::status(&args, cli.config.as_deref()),
+        Command::Plan(args) => plan::run(&args, cli.config.as_deref()),
     }
 }
 
