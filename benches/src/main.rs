@@ -22,6 +22,9 @@
 //! `maestro-scale plan [--services N] [--edges N]` writes a random acyclic service graph of N
 //! services and N edges (1M each by default) into a scratch lake and times `maestro plan --all`
 //! over it, printing seconds and peak memory.
+//! `maestro-scale nightly [--days N] [--services N] [--dir DIR]` generates a history into DIR
+//! (kept, so reruns reuse it) and times the whole nightly `maestro run` over it in a fresh
+//! lake, printing each job's seconds, rows and the process's peak memory when it ended.
 //! Run them with the release build: `cargo run --release -p maestro-benches -- ingest`.
 
 mod models;
@@ -85,13 +88,25 @@ fn main() -> anyhow::Result<()> {
         Some("ingest") => ingest_throughput(&maestro, number("--mb", 200.0)?),
         Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
         Some("demo") => demo(&maestro),
+        Some("nightly") => {
+            let dir = match args.iter().position(|a| a == "--dir") {
+                Some(i) => PathBuf::from(args.get(i + 1).context("--dir needs a folder")?),
+                None => std::env::temp_dir().join("maestro-scale-nightly"),
+            };
+            nightly(
+                &maestro,
+                number("--days", 365.0)? as u32,
+                number("--services", 300.0)? as usize,
+                &dir,
+            )
+        }
         Some("plan") => plan_speed(
             &maestro,
             number("--services", 1e6)? as usize,
             number("--edges", 1e6)? as usize,
         ),
         _ => bail!(
-            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | plan [--services N] [--edges N] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
+            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | nightly [--days N] [--services N] [--dir DIR] | plan [--services N] [--edges N] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
         ),
     }
 }
@@ -406,5 +421,56 @@ fn plan_speed(maestro: &Path, services: usize, edges: usize) -> anyhow::Result<(
             }
         );
     }
+    Ok(())
+}
+
+/// Generates a history once into `dir`, then times `maestro run` over all of it in a new lake.
+fn nightly(maestro: &Path, days: u32, services: usize, dir: &Path) -> anyhow::Result<()> {
+    let history = dir.join(format!("history-{days}d-{services}s"));
+    if !history.join("sources").is_dir() {
+        let started = Instant::now();
+        generate(
+            &history,
+            &GenerateOptions {
+                days,
+                services,
+                ..Default::default()
+            },
+        )?;
+        println!(
+            "generated {days} days x {services} services in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let lake = dir.join("lake");
+    if lake.exists() {
+        fs::remove_dir_all(&lake)?;
+    }
+    let config = dir.join("maestro.toml");
+    fs::write(
+        &config,
+        format!("[run]\nlanding = [{:?}]\n", history.join("sources")),
+    )?;
+    let m = run_measured(
+        maestro,
+        &[
+            "--config",
+            config.to_str().context("utf-8 path")?,
+            "run",
+            "--lake",
+            lake.to_str().context("utf-8 path")?,
+        ],
+        false,
+    )?;
+    let table: Vec<&str> = m
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("run run-"))
+        .collect();
+    println!("{}", table.join("\n"));
+    println!(
+        "nightly run over {days} days x {services} services: {:.1} s wall, {:.1} s CPU, peak memory {:.0} MB",
+        m.seconds, m.cpu_seconds, m.peak_rss_mb
+    );
     Ok(())
 }

@@ -160,6 +160,7 @@ fn demo_generates_ingests_and_summarises_the_lake() {
     assert_eq!(verified.status.code(), Some(0), "{}", stdout(&verified));
     assert!(stdout(&verified).contains("intact"));
     check_lake_reads_elsewhere(&demo.join("lake"));
+    check_notebooks(&lake);
     check_risk_gate(&demo);
     check_select_tests(&lake);
 }
@@ -390,6 +391,38 @@ fn check_risk_gate(demo: &Path) {
 }
 
 /// pyarrow, polars and DuckDB read the lake unchanged and agree with Maestro's counts.
+/// The notebooks run top to bottom on the demo's lake and what it published.
+fn check_notebooks(lake: &Path) {
+    let probe = Command::new("python3")
+        .args(["-c", "import polars, nbclient, nbformat, ipykernel"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("MAESTRO_REQUIRE_PYTHON").is_none(),
+            "python3 with polars, nbclient, nbformat and ipykernel is required (pip install -r notebooks/requirements.txt)"
+        );
+        eprintln!("skipping the notebooks: pip install -r notebooks/requirements.txt to run them");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/run_notebooks.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(lake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("models.ipynb: ") && text.contains("runs_and_data.ipynb: "),
+        "{text}"
+    );
+}
+
 fn check_lake_reads_elsewhere(lake: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_lake.py");
     let probe = Command::new("python3")

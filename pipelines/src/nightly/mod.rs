@@ -166,6 +166,8 @@ pub const JOBS: [Job; 9] = [
             "rollback_verdicts",
             "test_selection",
             "test_health",
+            "risk_evaluation",
+            "test_selection_curve",
             "reports",
         ],
         writes: &["published"],

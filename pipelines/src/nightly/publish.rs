@@ -17,13 +17,16 @@ use serde::Serialize;
 
 use super::fingerprint::{files_under, sha256_hex};
 
-/// Tables published as they are: the verdicts CI/CD systems and notebooks read.
-pub const VERDICT_TABLES: [&str; 5] = [
+/// Tables published as they are: the verdicts CI/CD systems read, and the evaluations the
+/// notebooks read.
+pub const VERDICT_TABLES: [&str; 7] = [
     "risk_verdicts",
     "canary_verdicts",
     "rollback_verdicts",
     "test_selection",
     "test_health",
+    "risk_evaluation",
+    "test_selection_curve",
 ];
 
 /// Model families under `<lake>/models/`.
