@@ -390,7 +390,7 @@ fn plan_speed(maestro: &Path, services: usize, edges: usize) -> anyhow::Result<(
         });
     }
     let mut txn = lake.begin()?;
-    txn.write(&rows, maestro_datasets::WriteMode::Append)?;
+    txn.write(&rows, maestro_datasets::WriteMode::Upsert)?;
     txn.commit()?;
     drop(rows);
     let lake_arg = lake_dir.to_str().context("utf-8 path")?;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
+use maestro_datasets::schema::{Row, ServiceEdge};
 use maestro_datasets::{Lake, WriteMode};
 use maestro_reports::LakeSession;
 
@@ -80,24 +81,29 @@ pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
 /// The graph, durations and risks from the lake.
 async fn load_inputs(lake: &Lake) -> anyhow::Result<PlanInputs> {
     let session = LakeSession::open(lake).await?;
-    // Declared dependencies, and calls observed in traces: a span whose parent is in another
-    // service is that service calling this one.
-    let edges = session
-        .query(
-            "select from_service, to_service from service_edges \
-             union \
-             select distinct parent.service, child.service from spans child \
-             join spans parent on child.trace_id = parent.trace_id and child.parent_span_id = parent.span_id \
-             where child.service <> parent.service",
-        )
-        .await
-        .context("reading the service graph")?;
+    // Declared dependencies, read as they are (the planner drops repeated edges), and calls
+    // observed in traces: a span whose parent is in another service is that service calling
+    // this one.
+    let mut edges = lake.read_table(&ServiceEdge::TABLE)?;
+    edges.extend(
+        session
+            .query(
+                "select distinct parent.service as from_service, child.service as to_service from spans child \
+                 join spans parent on child.trace_id = parent.trace_id and child.parent_span_id = parent.span_id \
+                 where child.service <> parent.service",
+            )
+            .await
+            .context("reading the calls observed in spans")?,
+    );
     let mut pairs = Vec::new();
     for batch in &edges {
-        let (from, to) = (
-            batch.column(0).as_string::<i32>(),
-            batch.column(1).as_string::<i32>(),
-        );
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .with_context(|| format!("service edges without {name}"))
+                .map(|c| c.as_string::<i32>().clone())
+        };
+        let (from, to) = (column("from_service")?, column("to_service")?);
         for i in 0..batch.num_rows() {
             pairs.push((from.value(i).to_string(), to.value(i).to_string()));
         }
