@@ -64,7 +64,7 @@ pub struct Cycles(pub Vec<Vec<String>>);
 /// The graph of every service named in an edge or in `wanted`.
 struct ServiceGraph {
     names: Vec<String>,
-    index: HashMap<String, usize>,
+    index: foldhash::HashMap<String, usize>,
     /// Dependencies of each service (out-edges of `from -> to`).
     depends_on: Vec<Vec<usize>>,
     /// Services that depend on each (the reverse edges).
@@ -75,7 +75,7 @@ impl ServiceGraph {
     fn new(edges: &[(String, String)], wanted: &[String]) -> ServiceGraph {
         let mut graph = ServiceGraph {
             names: Vec::new(),
-            index: HashMap::new(),
+            index: foldhash::HashMap::default(),
             depends_on: Vec::new(),
             dependents: Vec::new(),
         };
@@ -137,8 +137,14 @@ pub fn plan(
     services: Option<&[String]>,
     parallelism: usize,
 ) -> Result<Plan, Cycles> {
+    let started = std::time::Instant::now();
     let wanted: Vec<String> = services.map(<[String]>::to_vec).unwrap_or_default();
     let graph = ServiceGraph::new(&inputs.edges, &wanted);
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        services = graph.names.len(),
+        "graph built"
+    );
     let mut selected: Vec<usize> = match services {
         Some(names) => names.iter().map(|n| graph.index[n]).collect(),
         None => (0..graph.names.len()).collect(),
@@ -163,6 +169,7 @@ pub fn plan(
         Ok(order) => order,
         Err(_) => return Err(Cycles(cycles(&order_graph, &graph.names))),
     };
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "ordered");
 
     // Longest-path layers, and the critical path weighted by expected minutes.
     let fallback_minutes = median_of(inputs.minutes.values()).unwrap_or(DEFAULT_MINUTES);
@@ -236,6 +243,11 @@ pub fn plan(
         }
     }
     let total_minutes = waves.iter().map(|w| w.expected_minutes).sum();
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        waves = waves.len(),
+        "waves and critical path"
+    );
 
     let mut seen = vec![0u32; graph.names.len()];
     let on_critical: std::collections::HashSet<usize> = critical.iter().copied().collect();
@@ -262,8 +274,10 @@ pub fn plan(
             is_on_critical_path: on_critical.contains(&service),
         });
     }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "blast radii");
     rows.sort_by(|a, b| a.wave.cmp(&b.wave).then_with(|| a.service.cmp(&b.service)));
     let plan_id = plan_id(&rows, limit);
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "plan id");
     for row in &mut rows {
         row.plan_id.clone_from(&plan_id);
     }
@@ -282,17 +296,22 @@ pub fn plan(
 fn plan_id(rows: &[RolloutPlan], parallelism: usize) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    hasher.update(format!("parallelism {parallelism}\n"));
+    hasher.update(parallelism.to_le_bytes());
+    // Fields go in as bytes, each text ended by a separator byte: a million rows hash in a
+    // fraction of a second, where formatting them first took seconds.
     for row in rows {
-        hasher.update(format!(
-            "{} {} {:?} {} {:?} {}\n",
-            row.service,
-            row.wave,
-            row.depends_on,
-            row.strategy,
-            row.traffic_steps,
-            row.expected_minutes
-        ));
+        for text in [&row.service, &row.strategy]
+            .into_iter()
+            .chain(row.depends_on.iter())
+        {
+            hasher.update(text.as_bytes());
+            hasher.update([0x1f]);
+        }
+        hasher.update(row.wave.to_le_bytes());
+        for value in row.traffic_steps.iter().chain([&row.expected_minutes]) {
+            hasher.update(value.to_le_bytes());
+        }
+        hasher.update([0x1e]);
     }
     let digest = hasher.finalize();
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
