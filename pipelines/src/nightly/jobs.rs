@@ -291,19 +291,7 @@ fn run_whole(
     };
     if let Some(reason) = reason {
         if !options.dry_run {
-            record(
-                lake,
-                &[ledger_row(
-                    run_id,
-                    job,
-                    "all",
-                    &fingerprint,
-                    &Done::default(),
-                    "skipped",
-                    Some(reason.clone()),
-                    started,
-                )],
-            )?;
+            record_skip(lake, run_id, job, &fingerprint, &reason, started)?;
         }
         return Ok(report("skipped", reason, 0));
     }
@@ -313,19 +301,7 @@ fn run_whole(
     let done = match execute_whole(lake, config, options, job, run_id, fingerprints, published)? {
         Ok(done) => done,
         Err(NotRun(reason)) => {
-            record(
-                lake,
-                &[ledger_row(
-                    run_id,
-                    job,
-                    "all",
-                    &fingerprint,
-                    &Done::default(),
-                    "skipped",
-                    Some(reason.clone()),
-                    started,
-                )],
-            )?;
+            record_skip(lake, run_id, job, &fingerprint, &reason, started)?;
             return Ok(report("skipped", reason, 0));
         }
     };
@@ -403,19 +379,7 @@ fn run_by_date(
         report.message = format!("inputs of all {} dates unchanged", dates.len());
         if !options.dry_run {
             let fingerprint = fingerprints[job.name].clone();
-            record(
-                lake,
-                &[ledger_row(
-                    run_id,
-                    job,
-                    "all",
-                    &fingerprint,
-                    &Done::default(),
-                    "skipped",
-                    Some(report.message.clone()),
-                    started,
-                )],
-            )?;
+            record_skip(lake, run_id, job, &fingerprint, &report.message, started)?;
         }
         return Ok(report);
     }
@@ -441,19 +405,7 @@ fn run_by_date(
             Ok(done) => done,
             Err(NotRun(reason)) => {
                 report.message = reason.clone();
-                record(
-                    lake,
-                    &[ledger_row(
-                        run_id,
-                        job,
-                        "all",
-                        "",
-                        &Done::default(),
-                        "skipped",
-                        Some(reason),
-                        started,
-                    )],
-                )?;
+                record_skip(lake, run_id, job, "", &reason, started)?;
                 report.partitions.clear();
                 return Ok(report);
             }
@@ -768,6 +720,28 @@ fn ledger_row(
         started_at: Ts(now - elapsed),
         finished_at: Ts(now),
     }
+}
+
+/// Records that a job did not run this time, and why.
+fn record_skip(
+    lake: &Lake,
+    run_id: &str,
+    job: &Job,
+    fingerprint: &str,
+    reason: &str,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let row = ledger_row(
+        run_id,
+        job,
+        "all",
+        fingerprint,
+        &Done::default(),
+        "skipped",
+        Some(reason.to_string()),
+        started,
+    );
+    record(lake, &[row])
 }
 
 /// Appends rows to `_runs` in one transaction.
