@@ -81,6 +81,8 @@ struct Record {
     prev_hash: String,
     hash: String,
     canonical: String,
+    /// The columns reports read, as stored: (name, value).
+    columns: Vec<(&'static str, Option<String>)>,
 }
 
 impl Record {
@@ -113,7 +115,28 @@ fn read_records(lake: &Lake) -> Result<Vec<Record>> {
                 text("hash")?,
                 text("canonical")?,
             );
+            let scope = batch
+                .column_by_name("scope")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| wrong_type(&part, "scope"))?;
+            let mut texts = Vec::new();
+            for name in ["actor", "action", "resource", "outcome", "source"] {
+                texts.push((name, text(name)?));
+            }
             for i in 0..batch.num_rows() {
+                let mut columns = vec![
+                    ("event_id", Some(event_id.value(i).to_string())),
+                    ("at", Some(at.value(i).to_string())),
+                ];
+                columns.extend(
+                    texts
+                        .iter()
+                        .map(|(name, array)| (*name, Some(array.value(i).to_string()))),
+                );
+                columns.push((
+                    "scope",
+                    (!scope.is_null(i)).then(|| scope.value(i).to_string()),
+                ));
                 records.push(Record {
                     seq: seq.value(i),
                     event_id: event_id.value(i).to_string(),
@@ -121,6 +144,7 @@ fn read_records(lake: &Lake) -> Result<Vec<Record>> {
                     prev_hash: prev_hash.value(i).to_string(),
                     hash: hash.value(i).to_string(),
                     canonical: canonical.value(i).to_string(),
+                    columns,
                 });
             }
         }
@@ -170,10 +194,41 @@ fn check_chain(records: &[Record], problems: &mut Vec<String>) {
                 "{}: the hash does not match the record's content (modified)",
                 record.name()
             ));
+        } else if let Some(column) = modified_column(record) {
+            problems.push(format!(
+                "{}: its {column} column no longer says what the hashed record says (modified)",
+                record.name()
+            ));
         }
         expected_prev = record.hash.clone();
         expected_seq = record.seq + 1;
     }
+}
+
+/// The first stored column that differs from what the record's canonical text reads as.
+fn modified_column(record: &Record) -> Option<&'static str> {
+    let draft = match crate::readers::audit::redraft(&record.canonical) {
+        Ok(draft) => draft,
+        Err(_) => return Some("canonical"),
+    };
+    let expected = [
+        ("event_id", Some(draft.event_id)),
+        ("at", Some(draft.at.0.to_string())),
+        ("actor", Some(draft.actor)),
+        ("action", Some(draft.action)),
+        ("resource", Some(draft.resource)),
+        ("outcome", Some(draft.outcome)),
+        ("source", Some(draft.source)),
+        ("scope", draft.scope),
+    ];
+    expected
+        .into_iter()
+        .zip(&record.columns)
+        .find(|((name, want), (stored_name, stored))| {
+            debug_assert_eq!(name, stored_name);
+            want != stored
+        })
+        .map(|((name, _), _)| name)
 }
 
 /// Merkle root of hex leaf hashes (RFC 6962 domain separation); zeros for none.

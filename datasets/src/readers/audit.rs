@@ -45,6 +45,19 @@ fn take_records(
     }
 }
 
+/// The columns a stored record's canonical text reads as, by the same mapping ingest used:
+/// what `maestro audit verify` compares the stored columns with, since the hash chain covers
+/// the canonical text only.
+pub fn redraft(canonical: &str) -> Result<AuditDraft, String> {
+    let record: Json<'_> =
+        serde_json::from_str(canonical).map_err(|e| format!("canonical text is not JSON: {e}"))?;
+    if record.get("auditID").is_some() {
+        k8s_event(&record, canonical.len())
+    } else {
+        cloudtrail_record(&record, canonical.len())
+    }
+}
+
 fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
     if !event.is_object() {
         return Err("not a JSON object".into());

@@ -106,6 +106,27 @@ fn a_modified_record_is_named() {
 }
 
 #[test]
+fn a_modified_column_is_named_though_the_hashed_record_is_intact() {
+    let (_dir, lake) = small_lake();
+    // The controls read `actor`; the hash covers the canonical record. Editing the column
+    // alone leaves the chain intact but no longer matches the record.
+    tamper(&lake, |batch| {
+        let actor = batch.column_by_name("actor").unwrap();
+        let actor = actor.as_any().downcast_ref::<StringArray>().unwrap();
+        let edited: StringArray = (0..actor.len())
+            .map(|i| Some(if i == 2 { "mallory" } else { actor.value(i) }))
+            .collect();
+        let index = batch.schema().index_of("actor").unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[index] = std::sync::Arc::new(edited);
+        RecordBatch::try_new(batch.schema(), columns).unwrap()
+    });
+    let problem = first_problem(&lake);
+    assert!(problem.starts_with("seq 3 "), "{problem}");
+    assert!(problem.contains("its actor column"), "{problem}");
+}
+
+#[test]
 fn a_deleted_record_is_named() {
     let (_dir, lake) = small_lake();
     tamper(&lake, |batch| rows(&batch, &[0, 2, 3]));
