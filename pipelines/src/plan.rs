@@ -154,14 +154,16 @@ pub fn plan(
 
     // The selected services' graph, with deployment edges (dependency -> dependent).
     let mut order_graph: DiGraph<usize, ()> = DiGraph::with_capacity(selected.len(), 0);
-    let mut node_of: HashMap<usize, NodeIndex> = HashMap::with_capacity(selected.len());
+    // Indexed by service id: a vector, not a hash map, as every edge looks up both ends.
+    let mut node_of: Vec<Option<NodeIndex>> = vec![None; graph.names.len()];
     for &service in &selected {
-        node_of.insert(service, order_graph.add_node(service));
+        node_of[service] = Some(order_graph.add_node(service));
     }
     for &service in &selected {
-        for dependency in &graph.depends_on[service] {
-            if let Some(&from) = node_of.get(dependency) {
-                order_graph.add_edge(from, node_of[&service], ());
+        let node = node_of[service].expect("added above");
+        for &dependency in &graph.depends_on[service] {
+            if let Some(from) = node_of[dependency] {
+                order_graph.add_edge(from, node, ());
             }
         }
     }
@@ -250,7 +252,10 @@ pub fn plan(
     );
 
     let mut seen = vec![0u32; graph.names.len()];
-    let on_critical: std::collections::HashSet<usize> = critical.iter().copied().collect();
+    let mut on_critical = vec![false; graph.names.len()];
+    for &service in &critical {
+        on_critical[service] = true;
+    }
     let mut rows = Vec::with_capacity(order_graph.node_count());
     for node in order_graph.node_indices() {
         let service = order_graph[node];
@@ -271,7 +276,7 @@ pub fn plan(
             has_history: minutes_of(service).1,
             risk: inputs.risk.get(&graph.names[service]).copied(),
             blast_radius: graph.blast_radius(service, &mut seen, node.index() as u32 + 1) as i64,
-            is_on_critical_path: on_critical.contains(&service),
+            is_on_critical_path: on_critical[service],
         });
     }
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "blast radii");
