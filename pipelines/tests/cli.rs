@@ -913,6 +913,22 @@ fn nightly_run_is_incremental_locked_published_and_survives_a_kill() {
         String::from_utf8_lossy(&resumed.stderr)
     );
     assert_eq!(lake_contents(&killed), lake_contents(&reference));
+
+    // CI asks the published models: with the lake's registry gone, select-tests still answers.
+    std::fs::remove_dir_all(lake.join("models/tests")).unwrap();
+    let served = maestro(&[
+        "select-tests",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--service",
+        "payments",
+    ]);
+    assert_eq!(
+        served.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&served.stderr)
+    );
 }
 
 /// The maestro command lines of the scheduling examples, as argument lists.

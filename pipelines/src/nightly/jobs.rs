@@ -484,7 +484,7 @@ fn retrain_not_due(
     if age_days >= config.run.retrain_days {
         return Ok(None);
     }
-    let rows = fingerprint::rows_of(lake, &input_tables(job))?;
+    let rows = fingerprint::rows_of(lake, &tables(job.reads))?;
     let grown = rows as f64 / (last.rows_read.max(1)) as f64 - 1.0;
     if grown >= config.run.retrain_growth {
         return Ok(None);
@@ -498,8 +498,9 @@ fn retrain_not_due(
     )))
 }
 
-fn input_tables(job: &Job) -> Vec<TableDef> {
-    job.reads.iter().filter_map(|r| table_named(r)).collect()
+/// The lake tables among a job's declared resources (`job.reads` or `job.writes`).
+fn tables(resources: &[&str]) -> Vec<TableDef> {
+    resources.iter().filter_map(|r| table_named(r)).collect()
 }
 
 /// Runs a whole-lake job.
@@ -551,7 +552,7 @@ fn execute_whole(
                 oracle: None,
             };
             let options = commands::train::options(&args, &config.risk)?;
-            done.rows_read = fingerprint::rows_of(lake, &input_tables(job))?;
+            done.rows_read = fingerprint::rows_of(lake, &tables(job.reads))?;
             let oracle = run_options
                 .risk_oracle
                 .as_deref()
@@ -579,7 +580,7 @@ fn execute_whole(
                 must_run: config.tests.must_run.clone(),
                 ..defaults
             };
-            done.rows_read = fingerprint::rows_of(lake, &input_tables(job))?;
+            done.rows_read = fingerprint::rows_of(lake, &tables(job.reads))?;
             let trained = match train_tests(lake, &options, TEST_EVAL_FRACTION) {
                 Ok(trained) => trained,
                 Err(maestro_models::Error::Data(reason)) => return Ok(Err(NotRun(reason))),
@@ -594,10 +595,10 @@ fn execute_whole(
         }
         "judge" => {
             done.summary = commands::judge::judge(lake, config)?;
-            done.rows_written = fingerprint::rows_of(lake, &output_tables(job))?;
+            done.rows_written = fingerprint::rows_of(lake, &tables(job.writes))?;
         }
         "reports" => {
-            if fingerprint::rows_of(lake, &input_tables(job))? == 0 {
+            if fingerprint::rows_of(lake, &tables(job.reads))? == 0 {
                 return Ok(Err(NotRun("the lake holds no history yet".into())));
             }
             let reports_started = Instant::now();
@@ -641,10 +642,6 @@ fn no_landing(config: &Config) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
-}
-
-fn output_tables(job: &Job) -> Vec<TableDef> {
-    job.writes.iter().filter_map(|r| table_named(r)).collect()
 }
 
 /// Runs a date-partitioned job over one range of dates.

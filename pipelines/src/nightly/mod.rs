@@ -384,32 +384,35 @@ pub fn read_runs(lake: &Lake) -> anyhow::Result<Vec<JobRun>> {
     };
     let mut runs = Vec::new();
     for batch in lake.read_table(&JobRun::TABLE)? {
-        let text = |name: &str| -> anyhow::Result<StringArray> {
-            Ok(batch
+        // A column of the wrong type is a damaged ledger: an error, not a panic.
+        let column = |name: &str| {
+            batch
                 .column_by_name(name)
-                .with_context(|| format!("_runs has no column {name}"))?
-                .as_string::<i32>()
+                .with_context(|| format!("_runs has no column {name}"))
+        };
+        let wrong = |name: &str| format!("_runs column {name} has the wrong type");
+        let text = |name: &str| -> anyhow::Result<StringArray> {
+            Ok(column(name)?
+                .as_string_opt::<i32>()
+                .with_context(|| wrong(name))?
                 .clone())
         };
         let int = |name: &str| -> anyhow::Result<Int64Array> {
-            Ok(batch
-                .column_by_name(name)
-                .with_context(|| format!("_runs has no column {name}"))?
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            Ok(column(name)?
+                .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>()
+                .with_context(|| wrong(name))?
                 .clone())
         };
         let time = |name: &str| -> anyhow::Result<TimestampMicrosecondArray> {
-            Ok(batch
-                .column_by_name(name)
-                .with_context(|| format!("_runs has no column {name}"))?
-                .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+            Ok(column(name)?
+                .as_primitive_opt::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                .with_context(|| wrong(name))?
                 .clone())
         };
         let list = |name: &str| -> anyhow::Result<ListArray> {
-            Ok(batch
-                .column_by_name(name)
-                .with_context(|| format!("_runs has no column {name}"))?
-                .as_list::<i32>()
+            Ok(column(name)?
+                .as_list_opt::<i32>()
+                .with_context(|| wrong(name))?
                 .clone())
         };
         let (run_id, job, partition, status, message) = (

@@ -17,17 +17,20 @@ use serde::Serialize;
 
 use super::fingerprint::{files_under, sha256_hex};
 
-/// Tables published as they are: the verdicts CI/CD systems read, and the evaluations the
-/// notebooks read.
-pub const VERDICT_TABLES: [&str; 7] = [
-    "risk_verdicts",
-    "canary_verdicts",
-    "rollback_verdicts",
-    "test_selection",
-    "test_health",
-    "risk_evaluation",
-    "test_selection_curve",
-];
+/// The tables published as they are: the derived tables the publish job declares it reads,
+/// so the list lives in one place.
+fn published_tables() -> Vec<&'static str> {
+    super::JOBS
+        .iter()
+        .filter(|job| job.name == "publish")
+        .flat_map(|job| job.reads.iter().copied())
+        .filter(|name| {
+            maestro_datasets::schema::DERIVED_TABLES
+                .iter()
+                .any(|t| t.name == *name)
+        })
+        .collect()
+}
 
 /// Model families under `<lake>/models/`.
 pub const MODEL_FAMILIES: [&str; 2] = ["risk", "tests"];
@@ -105,7 +108,7 @@ pub fn publish(
             models.insert(format!("{family}/{key}"), version.clone());
         }
     }
-    for table in VERDICT_TABLES {
+    for table in published_tables() {
         link_tree(
             &lake.root().join("derived").join(table),
             &staging.join("verdicts").join(table),
