@@ -46,6 +46,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
@@ -53,6 +54,7 @@ use quick_junit::{
 use rand::prelude::*;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -502,12 +504,39 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
     }
     summary.audit_events += summary.deployments;
 
-    // Telemetry needs the bad windows of the whole history.
-    for day in 0..options.days as i64 {
-        let day_start = start + day * DAY;
-        summary.metric_points +=
-            write_metrics_day(&mut w, &mut rng, day_start, &services, &windows, &canaries)?;
-        summary.spans += write_traces_day(&mut w, &mut rng, day_start, &services, &windows)?;
+    // Telemetry needs the bad windows of the whole history. Each day draws from its own
+    // stream of the seed, so days are written in parallel and still identical on every run.
+    let mut windows_by_service: Vec<Vec<Window>> = services.iter().map(|_| Vec::new()).collect();
+    for window in windows {
+        windows_by_service[window.service].push(window);
+    }
+    let mut canaries_by_service: Vec<Vec<CanaryRun>> =
+        services.iter().map(|_| Vec::new()).collect();
+    for canary in canaries {
+        canaries_by_service[canary.service].push(canary);
+    }
+    let telemetry = (0..options.days as i64)
+        .into_par_iter()
+        .map(|day| {
+            let mut day_rng = ChaCha8Rng::seed_from_u64(options.seed);
+            day_rng.set_stream(day as u64 + 1);
+            let day_start = start + day * DAY;
+            let points = write_metrics_day(
+                &w,
+                &mut day_rng,
+                day_start,
+                &services,
+                &windows_by_service,
+                &canaries_by_service,
+            )?;
+            let spans =
+                write_traces_day(&w, &mut day_rng, day_start, &services, &windows_by_service)?;
+            Ok((points, spans))
+        })
+        .collect::<Result<Vec<(usize, usize)>>>()?;
+    for (points, spans) in telemetry {
+        summary.metric_points += points;
+        summary.spans += spans;
     }
     for (s, rows) in change_rows.iter().enumerate() {
         let mut csv = String::from(COMMIT_GURU_HEADER);
@@ -545,8 +574,8 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<GenerateSummary
     w.write_truth("tests.csv", truth_tests.as_bytes())?;
     w.write_truth("test_breakages.csv", truth_breakages.as_bytes())?;
     w.write_truth("RULES.md", rules_text().as_bytes())?;
-    summary.source_files = w.files;
-    summary.source_bytes = w.bytes;
+    summary.source_files = w.files.into_inner();
+    summary.source_bytes = w.bytes.into_inner();
     Ok(summary)
 }
 
@@ -1145,13 +1174,14 @@ fn audit_day(
     count
 }
 
+/// `windows` and `canaries` are indexed by service.
 fn write_metrics_day(
-    w: &mut Writer,
+    w: &Writer,
     rng: &mut ChaCha8Rng,
     day_start: i64,
     services: &[Service],
-    windows: &[Window],
-    canaries: &[CanaryRun],
+    windows: &[Vec<Window>],
+    canaries: &[Vec<CanaryRun>],
 ) -> Result<usize> {
     const STEP: i64 = 15 * MINUTE;
     let mut lines = String::new();
@@ -1225,9 +1255,7 @@ fn write_metrics_day(
             };
             for q in 1..=(HOUR / STEP) {
                 let t = day_start + hour * HOUR + q * STEP;
-                let window = windows
-                    .iter()
-                    .find(|w| w.service == s && w.from < t && t <= w.to + STEP);
+                let window = windows[s].iter().find(|w| w.from < t && t <= w.to + STEP);
                 let effect = match window {
                     Some(w) if w.canary_only_until.is_none_or(|until| t > until) => {
                         (w.error_factor, w.latency_factor)
@@ -1237,7 +1265,7 @@ fn write_metrics_day(
                 series(None, t, STEP, 1.0, effect, rng, &mut metrics);
             }
             // Canary analysis windows: one-minute series for the canary and baseline tracks.
-            for canary in canaries.iter().filter(|c| c.service == s) {
+            for canary in &canaries[s] {
                 for m in 1..=CANARY_MINUTES {
                     let t = canary.from + m * MINUTE;
                     if t <= day_start + hour * HOUR || t > day_start + (hour + 1) * HOUR {
@@ -1274,12 +1302,13 @@ fn write_metrics_day(
     Ok(points)
 }
 
+/// `windows` is indexed by service.
 fn write_traces_day(
-    w: &mut Writer,
+    w: &Writer,
     rng: &mut ChaCha8Rng,
     day_start: i64,
     services: &[Service],
-    windows: &[Window],
+    windows: &[Vec<Window>],
 ) -> Result<usize> {
     let mut lines = String::new();
     let mut spans_written = 0;
@@ -1320,7 +1349,7 @@ fn write_traces_day(
 fn trace_span(
     rng: &mut ChaCha8Rng,
     services: &[Service],
-    windows: &[Window],
+    windows: &[Vec<Window>],
     s: usize,
     trace_id: &str,
     parent: Option<&str>,
@@ -1331,9 +1360,7 @@ fn trace_span(
     let mut span_id = [0u8; 8];
     rng.fill_bytes(&mut span_id);
     let span_id = hex(&span_id);
-    let window = windows
-        .iter()
-        .find(|w| w.service == s && w.from < start && start <= w.to);
+    let window = windows[s].iter().find(|w| w.from < start && start <= w.to);
     let (error_factor, latency_factor) =
         window.map_or((1.0, 1.0), |w| (w.error_factor, w.latency_factor));
     let own =
@@ -1535,8 +1562,8 @@ fn internal(e: impl std::fmt::Display) -> Error {
 /// Writes files under `sources/` and `truth/`, counting what it wrote.
 struct Writer {
     root: PathBuf,
-    files: usize,
-    bytes: u64,
+    files: AtomicUsize,
+    bytes: AtomicU64,
 }
 
 impl Writer {
@@ -1550,18 +1577,18 @@ impl Writer {
         }
         Ok(Writer {
             root: root.to_path_buf(),
-            files: 0,
-            bytes: 0,
+            files: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
         })
     }
 
-    fn write(&mut self, relative: &str, bytes: &[u8]) -> Result<()> {
-        self.files += 1;
-        self.bytes += bytes.len() as u64;
+    fn write(&self, relative: &str, bytes: &[u8]) -> Result<()> {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.put(&self.root.join("sources").join(relative), bytes)
     }
 
-    fn write_truth(&mut self, relative: &str, bytes: &[u8]) -> Result<()> {
+    fn write_truth(&self, relative: &str, bytes: &[u8]) -> Result<()> {
         self.put(&self.root.join("truth").join(relative), bytes)
     }
 
