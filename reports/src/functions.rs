@@ -10,19 +10,40 @@
 //! lambda) would express this, but its default SQL dialect does not parse lambdas, and
 //! exploding every point into one row per bucket to sum them multiplied the rows of the SLO
 //! query by the number of buckets.
+//!
+//! `trailing_sum(value, t, seconds) OVER (PARTITION BY ... ORDER BY t)`: the sum of `value` over
+//! the rows whose `t` lies in `(t - seconds, t]`, the same as `sum(value) OVER (... ORDER BY t
+//! RANGE BETWEEN seconds - 1 PRECEDING AND CURRENT ROW)` on integer `t`; null when every value
+//! in the window is null. `seconds` is a constant and the rows must be ordered by `t`
+//! ascending. Burn-rate alerts are built on it.
+//!
+//! Why a function of our own: DataFusion 55 finds the bounds of a RANGE frame row by row
+//! through `ScalarValue`s (a value built, shifted and compared per step of the search), which
+//! cost about a microsecond per row and frame: the twelve frames of the burn-rate alerts took
+//! 13 µs a row. This one walks each partition once with two indices over the raw arrays.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Float64Builder};
-use datafusion::arrow::datatypes::{DataType, Float64Type};
-use datafusion::common::{Result, exec_err, plan_err};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array,
 };
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
+use datafusion::logical_expr::{
+    ColumnarValue, PartitionEvaluator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, WindowUDF, WindowUDFImpl,
+};
+use datafusion::physical_expr::expressions::Literal;
 
-/// Every function of this module, to register in a session.
+/// Every scalar function of this module, to register in a session.
 pub fn all() -> Vec<ScalarUDF> {
     vec![ScalarUDF::from(HistogramCountWithin::new())]
+}
+
+/// Every window function of this module, to register in a session.
+pub fn all_window() -> Vec<WindowUDF> {
+    vec![WindowUDF::from(TrailingSum::new())]
 }
 
 /// `histogram_count_within(bucket_bounds, bucket_counts, threshold)`; see the module docs.
@@ -79,6 +100,133 @@ impl ScalarUDFImpl for HistogramCountWithin {
     }
 }
 
+/// `trailing_sum(value, t, seconds)`; see the module docs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TrailingSum {
+    signature: Signature,
+}
+
+impl TrailingSum {
+    fn new() -> Self {
+        TrailingSum {
+            signature: Signature::any(3, Volatility::Immutable),
+        }
+    }
+}
+
+impl WindowUDFImpl for TrailingSum {
+    fn name(&self) -> &str {
+        "trailing_sum"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn field(&self, field_args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        let types: Vec<&DataType> = field_args
+            .input_fields()
+            .iter()
+            .map(|f| f.data_type())
+            .collect();
+        match types.as_slice() {
+            [value, t, seconds] if value.is_numeric() && t.is_integer() && seconds.is_integer() => {
+                Ok(Arc::new(Field::new(
+                    field_args.name(),
+                    DataType::Float64,
+                    true,
+                )))
+            }
+            _ => plan_err!(
+                "trailing_sum(value, t, seconds) takes a number and two integers, not {types:?}"
+            ),
+        }
+    }
+
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        let seconds = args
+            .input_exprs()
+            .get(2)
+            .and_then(|e| e.downcast_ref::<Literal>())
+            .and_then(|l| l.value().cast_to(&DataType::Int64).ok());
+        match seconds {
+            Some(ScalarValue::Int64(Some(seconds))) if seconds > 0 => {
+                Ok(Box::new(TrailingSumEvaluator { seconds }))
+            }
+            _ => plan_err!("trailing_sum's window must be a constant positive number of seconds"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TrailingSumEvaluator {
+    seconds: i64,
+}
+
+impl PartitionEvaluator for TrailingSumEvaluator {
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        let value = datafusion::arrow::compute::cast(&values[0], &DataType::Float64)?;
+        let t = datafusion::arrow::compute::cast(&values[1], &DataType::Int64)?;
+        trailing_sums(
+            value.as_primitive::<Float64Type>(),
+            t.as_primitive::<Int64Type>(),
+            self.seconds,
+            num_rows,
+        )
+    }
+}
+
+/// Sums over `(t - seconds, t]` of a partition ordered by `t`: a running sum and count of
+/// non-null values, from which each window is the difference between its end (the last row
+/// with the same `t`) and its start (the first row after `t - seconds`). Sums of whole numbers,
+/// as event counts are, are exact.
+fn trailing_sums(
+    value: &Float64Array,
+    t: &Int64Array,
+    seconds: i64,
+    num_rows: usize,
+) -> Result<ArrayRef> {
+    if t.null_count() > 0 {
+        return exec_err!("trailing_sum: t must not be null");
+    }
+    let t = t.values();
+    if t.windows(2).any(|w| w[0] > w[1]) {
+        return exec_err!("trailing_sum must be ordered by its t, ascending (ORDER BY t)");
+    }
+    let mut running = Vec::with_capacity(num_rows + 1);
+    let mut counted = Vec::with_capacity(num_rows + 1);
+    let (mut sum, mut count) = (0.0, 0usize);
+    running.push(sum);
+    counted.push(count);
+    for i in 0..num_rows {
+        if value.is_valid(i) {
+            sum += value.value(i);
+            count += 1;
+        }
+        running.push(sum);
+        counted.push(count);
+    }
+    let mut out = Float64Builder::with_capacity(num_rows);
+    let (mut start, mut end) = (0, 0);
+    for i in 0..num_rows {
+        while end < num_rows && t[end] <= t[i] {
+            end += 1;
+        }
+        while t[start] <= t[i].saturating_sub(seconds) {
+            start += 1;
+        }
+        if counted[end] > counted[start] {
+            out.append_value(running[end] - running[start]);
+        } else {
+            out.append_null();
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 fn count_within(
     bounds: &ArrayRef,
     counts: &ArrayRef,
@@ -121,38 +269,4 @@ fn count_within(
         out.append_value(within);
     }
     Ok(Arc::new(out.finish()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::arrow::array::ListArray;
-
-    fn lists(rows: Vec<Option<Vec<Option<f64>>>>) -> ArrayRef {
-        Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(rows))
-    }
-
-    #[test]
-    fn counts_buckets_whose_upper_bound_is_within_the_threshold() {
-        let bounds = lists(vec![
-            Some(vec![Some(100.0), Some(250.0), Some(500.0)]),
-            Some(vec![Some(100.0), Some(250.0), Some(500.0)]),
-            Some(vec![Some(100.0), Some(250.0), Some(500.0)]),
-            None,
-        ]);
-        let counts = lists(vec![
-            Some(vec![Some(6.0), Some(3.0), Some(1.0), Some(2.0)]),
-            Some(vec![Some(6.0), Some(3.0), Some(1.0), Some(2.0)]),
-            Some(vec![Some(6.0), Some(3.0), Some(1.0), Some(2.0)]),
-            Some(vec![Some(1.0)]),
-        ]);
-        // On a bound, between bounds (the straddling bucket is beyond), no threshold, no list.
-        let threshold = Float64Array::from(vec![Some(250.0), Some(300.0), None, Some(1.0)]);
-        let within = count_within(&bounds, &counts, &threshold).unwrap();
-        let within = within.as_primitive::<Float64Type>();
-        assert_eq!(within.value(0), 9.0);
-        assert_eq!(within.value(1), 9.0);
-        assert_eq!(within.value(2), 0.0);
-        assert!(within.is_null(3));
-    }
 }

@@ -71,6 +71,9 @@ impl LakeSession {
         for function in functions::all() {
             ctx.register_udf(function);
         }
+        for function in functions::all_window() {
+            ctx.register_udwf(function);
+        }
         for table in RAW_TABLES
             .iter()
             .chain(DERIVED_TABLES.iter())

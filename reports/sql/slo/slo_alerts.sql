@@ -62,26 +62,27 @@ series as (
     where slos.objective < 1
 ),
 
--- Sums over the trailing windows (t - w, t]; the frames are in seconds. Events come in
--- five-minute bins, so the 5m window is the bin itself. The evaluations before and after each
+-- Sums over the trailing windows (t - w, t], w in seconds, with Maestro's trailing_sum (the
+-- same as a RANGE frame of w - 1 preceding, many times faster). Events come in five-minute
+-- bins, so the 5m window is the bin itself. The evaluations before and after each
 -- one are taken in the same ordered pass, so episodes can be found among the firing rows alone.
 windowed as (
     select
         slo_id, t, at, objective,
         bad as bad_5m,
         total as total_5m,
-        sum(bad) over (partition by slo_id order by t range between 1799 preceding and current row) as bad_30m,
-        sum(total) over (partition by slo_id order by t range between 1799 preceding and current row) as total_30m,
-        sum(bad) over (partition by slo_id order by t range between 3599 preceding and current row) as bad_1h,
-        sum(total) over (partition by slo_id order by t range between 3599 preceding and current row) as total_1h,
-        sum(bad) over (partition by slo_id order by t range between 7199 preceding and current row) as bad_2h,
-        sum(total) over (partition by slo_id order by t range between 7199 preceding and current row) as total_2h,
-        sum(bad) over (partition by slo_id order by t range between 21599 preceding and current row) as bad_6h,
-        sum(total) over (partition by slo_id order by t range between 21599 preceding and current row) as total_6h,
-        sum(bad) over (partition by slo_id order by t range between 86399 preceding and current row) as bad_1d,
-        sum(total) over (partition by slo_id order by t range between 86399 preceding and current row) as total_1d,
-        sum(bad) over (partition by slo_id order by t range between 259199 preceding and current row) as bad_3d,
-        sum(total) over (partition by slo_id order by t range between 259199 preceding and current row) as total_3d,
+        trailing_sum(bad, t, 1800) over (partition by slo_id order by t) as bad_30m,
+        trailing_sum(total, t, 1800) over (partition by slo_id order by t) as total_30m,
+        trailing_sum(bad, t, 3600) over (partition by slo_id order by t) as bad_1h,
+        trailing_sum(total, t, 3600) over (partition by slo_id order by t) as total_1h,
+        trailing_sum(bad, t, 7200) over (partition by slo_id order by t) as bad_2h,
+        trailing_sum(total, t, 7200) over (partition by slo_id order by t) as total_2h,
+        trailing_sum(bad, t, 21600) over (partition by slo_id order by t) as bad_6h,
+        trailing_sum(total, t, 21600) over (partition by slo_id order by t) as total_6h,
+        trailing_sum(bad, t, 86400) over (partition by slo_id order by t) as bad_1d,
+        trailing_sum(total, t, 86400) over (partition by slo_id order by t) as total_1d,
+        trailing_sum(bad, t, 259200) over (partition by slo_id order by t) as bad_3d,
+        trailing_sum(total, t, 259200) over (partition by slo_id order by t) as total_3d,
         lag(t) over (partition by slo_id order by t) as previous_t,
         lead(at) over (partition by slo_id order by t) as next_at
     from series
