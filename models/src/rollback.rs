@@ -188,7 +188,7 @@ pub fn judge_rollbacks(
             d.started_at + config.watch_minutes * MICROS_PER_MINUTE,
         ));
     }
-    let series = telemetry::samples(lake, &dates)?;
+    let series = telemetry::samples(lake, &dates, telemetry::Tracks::Whole)?;
     let graph = graph_positions(lake)?;
     let canary_verdicts = canaries.verdicts();
 

@@ -7,7 +7,7 @@
 //! `http.server.duration` (histogram, ms) and `process.cpu.utilization` (gauge). Canary and
 //! baseline series carry `deployment.track` (canary or baseline) and `deployment.id`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use datafusion::arrow::array::{
@@ -193,9 +193,27 @@ impl Sample {
     }
 }
 
-/// Samples of every series with points on the given UTC dates, each series in time order.
-pub fn samples(lake: &Lake, dates: &BTreeSet<String>) -> Result<BTreeMap<SeriesKey, Vec<Sample>>> {
-    let mut series: BTreeMap<SeriesKey, BTreeMap<i64, Sample>> = BTreeMap::new();
+/// Which series `samples` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracks {
+    /// The services as a whole: points without a `deployment.track`.
+    Whole,
+    /// Canary and baseline series: points with one.
+    Analysis,
+}
+
+/// Samples of the `tracks` series with points on the given UTC dates, each series in time
+/// order. Parts are read one at a time and only the rows kept are held: a year of a few
+/// hundred services is about fifty million points.
+pub fn samples(
+    lake: &Lake,
+    dates: &BTreeSet<String>,
+    tracks: Tracks,
+) -> Result<BTreeMap<SeriesKey, Vec<Sample>>> {
+    // service -> (track, deployment) -> time -> sample; looked up by the service's text, so
+    // that a row costs no allocation unless it starts a series.
+    type Series = BTreeMap<(Option<String>, Option<String>), BTreeMap<i64, Sample>>;
+    let mut by_service: HashMap<String, Series> = HashMap::new();
     let wanted = |path: &PathBuf| {
         path.components().any(|c| {
             c.as_os_str()
@@ -204,46 +222,69 @@ pub fn samples(lake: &Lake, dates: &BTreeSet<String>) -> Result<BTreeMap<SeriesK
                 .is_some_and(|date| dates.contains(date))
         })
     };
-    for batch in read_all::<MetricPoint>(lake, wanted)? {
-        let service = strings(&batch, "service")?;
-        let metric = strings(&batch, "metric")?;
-        let at = times(&batch, "at")?;
-        let value = floats(&batch, "value")?;
-        let attributes = strings(&batch, "attributes")?;
-        let bounds = lists(&batch, "bucket_bounds")?;
-        let counts = lists(&batch, "bucket_counts")?;
-        for row in 0..batch.num_rows() {
-            let name = metric.value(row);
-            if ![REQUESTS, ERRORS, LATENCY, CPU].contains(&name) {
-                continue;
-            }
-            let (track, deployment_id) = track_of(attributes.value(row));
-            let key = SeriesKey {
-                service: service.value(row).to_string(),
-                track,
-                deployment_id,
-            };
-            let t = at.value(row);
-            let sample = series.entry(key).or_default().entry(t).or_insert(Sample {
-                at: t,
-                ..Default::default()
-            });
-            let number = value.is_valid(row).then(|| value.value(row));
-            match name {
-                REQUESTS => sample.requests = number,
-                ERRORS => sample.errors = number,
-                CPU => sample.cpu_utilization = number,
-                _ => {
-                    sample.latency_bounds = list_values(bounds, row);
-                    sample.latency_counts = list_values(counts, row);
+    let parts: Vec<PathBuf> = lake
+        .parts(&MetricPoint::TABLE)?
+        .into_iter()
+        .filter(|p| wanted(p))
+        .collect();
+    for part in parts {
+        for batch in read_parquet(&part)? {
+            let service = strings(&batch, "service")?;
+            let metric = strings(&batch, "metric")?;
+            let at = times(&batch, "at")?;
+            let value = floats(&batch, "value")?;
+            let attributes = strings(&batch, "attributes")?;
+            let bounds = lists(&batch, "bucket_bounds")?;
+            let counts = lists(&batch, "bucket_counts")?;
+            for row in 0..batch.num_rows() {
+                let name = metric.value(row);
+                if ![REQUESTS, ERRORS, LATENCY, CPU].contains(&name) {
+                    continue;
+                }
+                let has_track = attributes.value(row).contains("deployment.track");
+                if has_track != (tracks == Tracks::Analysis) {
+                    continue;
+                }
+                let track = if has_track {
+                    track_of(attributes.value(row))
+                } else {
+                    (None, None)
+                };
+                let service_name = service.value(row);
+                let series = match by_service.get_mut(service_name) {
+                    Some(series) => series,
+                    None => by_service.entry(service_name.to_string()).or_default(),
+                };
+                let t = at.value(row);
+                let sample = series.entry(track).or_default().entry(t).or_insert(Sample {
+                    at: t,
+                    ..Default::default()
+                });
+                let number = value.is_valid(row).then(|| value.value(row));
+                match name {
+                    REQUESTS => sample.requests = number,
+                    ERRORS => sample.errors = number,
+                    CPU => sample.cpu_utilization = number,
+                    _ => {
+                        sample.latency_bounds = list_values(bounds, row);
+                        sample.latency_counts = list_values(counts, row);
+                    }
                 }
             }
         }
     }
-    Ok(series
-        .into_iter()
-        .map(|(key, by_time)| (key, by_time.into_values().collect()))
-        .collect())
+    let mut out = BTreeMap::new();
+    for (service, series) in by_service {
+        for ((track, deployment_id), by_time) in series {
+            let key = SeriesKey {
+                service: service.clone(),
+                track,
+                deployment_id,
+            };
+            out.insert(key, by_time.into_values().collect());
+        }
+    }
+    Ok(out)
 }
 
 /// The `deployment.track` and `deployment.id` of a point's attributes (a JSON object).
