@@ -850,6 +850,35 @@ fn nightly_run_is_incremental_locked_published_and_survives_a_kill() {
     );
     std::fs::remove_file(landing.join("late.xml")).unwrap();
 
+    // Inputs grown past `retrain_growth` retrain a model before it is due by age.
+    let eager = dir.path().join("eager.toml");
+    std::fs::write(
+        &eager,
+        "[run]\nlanding = [\"gen/sources\", \"landing\"]\nretrain_growth = 0.00001\n",
+    )
+    .unwrap();
+    std::fs::write(
+        landing.join("late2.xml"),
+        late.replace(run_id, "late-run-2"),
+    )
+    .unwrap();
+    let grown = stdout(&maestro(&[
+        "--config",
+        eager.to_str().unwrap(),
+        "run",
+        "--lake",
+        lake.to_str().unwrap(),
+    ]));
+    assert!(
+        job_line(&grown, "train_tests").contains("succeeded"),
+        "{grown}"
+    );
+    assert!(
+        job_line(&grown, "train_risk").contains("skipped"),
+        "{grown}"
+    );
+    std::fs::remove_file(landing.join("late2.xml")).unwrap();
+
     // --select runs only the jobs named, whatever their inputs; an unknown job is an error.
     let selected = stdout(&run(&lake, &["--select", "reports"]));
     assert!(
@@ -1044,6 +1073,71 @@ fn scheduling_examples_run_maestro_as_its_cli_accepts() {
     } else {
         eprintln!("python3 not found: the Airflow DAG's syntax is not checked");
     }
+}
+
+#[test]
+fn plan_blast_radius_stops_at_its_cap_along_a_long_chain() {
+    // s000 <- s001 <- ... <- s119: service i has 119 - i dependents.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake_arg = lake.to_str().unwrap();
+    let names: Vec<String> = (0..120).map(|i| format!("s{i:03}")).collect();
+    let chain: Vec<(&str, Vec<&str>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let depends_on = if i == 0 {
+                vec![]
+            } else {
+                vec![names[i - 1].as_str()]
+            };
+            (name.as_str(), depends_on)
+        })
+        .collect();
+    let components: Vec<(&str, &[&str])> = chain.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+    let file = dir.path().join("catalog-info.yaml");
+    std::fs::write(&file, catalog(&components)).unwrap();
+    let out = maestro(&["ingest", "--lake", lake_arg, file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = maestro(&["plan", "--lake", lake_arg, "--all", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let service = |name: &str| {
+        plan["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .clone()
+    };
+    // Below the cap the count is exact; from it on, the cap is reported and flagged.
+    assert_eq!(service("s119")["blast_radius"], 0);
+    assert_eq!(service("s020")["blast_radius"], 99);
+    assert_eq!(service("s020")["blast_radius_is_capped"], false);
+    for capped in ["s019", "s018", "s000"] {
+        assert_eq!(service(capped)["blast_radius"], 100, "{capped}");
+        assert_eq!(service(capped)["blast_radius_is_capped"], true, "{capped}");
+    }
+    assert_eq!(service("s000")["wave"], 1);
+    assert_eq!(service("s119")["wave"], 120);
+    assert_eq!(plan["critical_path"].as_array().unwrap().len(), 120);
+    let text = stdout(&maestro(&[
+        "plan",
+        "--lake",
+        lake_arg,
+        "--services",
+        "s000,s119",
+    ]));
+    // Two services with no edge between them in the plan: one wave; s000 still counts every
+    // service of the graph that depends on it.
+    assert!(text.contains("2 services in 1 waves"), "{text}");
+    assert!(text.contains(">=100"), "{text}");
 }
 
 /// A Backstage catalog of components, each with the components it depends on.

@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
+use datafusion::arrow::record_batch::RecordBatch;
 use maestro_datasets::schema::{Row, ServiceEdge};
 use maestro_datasets::{Lake, WriteMode};
 use maestro_reports::LakeSession;
@@ -18,13 +19,13 @@ use crate::Outcome;
 use crate::cli::{PlanArgs, PlanFormat};
 use crate::config;
 use crate::output::print;
-use crate::plan::{BLAST_RADIUS_CAP, Cycles, Plan, PlanInputs, plan};
+use crate::plan::{BLAST_RADIUS_CAP, Cycles, Plan, PlanInputs, ServiceGraph, plan};
 
 pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let thresholds = config::load(config_path)?.risk.thresholds();
     let lake = Lake::open_existing(&args.lake.lake)?;
-    let mut inputs = super::runtime()?.block_on(load_inputs(&lake))?;
+    let (edges, mut inputs) = super::runtime()?.block_on(load_inputs(&lake))?;
     inputs.canary_above = thresholds.canary_above;
     inputs.hold_above = thresholds.hold_above;
     let services: Option<Vec<String>> = (!args.all).then(|| {
@@ -38,8 +39,16 @@ pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
     if services.as_ref().is_some_and(Vec::is_empty) {
         anyhow::bail!("name the services to plan (--services a,b,c) or pass --all");
     }
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "lake read");
+    let graph = service_graph(&edges, services.as_deref().unwrap_or_default())?;
+    drop(edges);
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        services = graph.len(),
+        "graph built"
+    );
     let loaded = started.elapsed().as_secs_f64();
-    let planned = match plan(&inputs, services.as_deref(), args.parallel) {
+    let planned = match plan(&graph, &inputs, services.as_deref(), args.parallel) {
         Ok(planned) => planned,
         Err(Cycles(cycles)) => {
             let mut text = format!(
@@ -54,15 +63,27 @@ pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
         }
     };
     let plan_seconds = started.elapsed().as_secs_f64() - loaded;
-    let mut txn = lake.begin()?;
-    txn.write(&planned.services, WriteMode::Upsert)?;
-    txn.commit()?;
-    print(&match args.format {
-        PlanFormat::Table => table(&planned),
-        PlanFormat::Json => serde_json::to_string_pretty(&json(&planned))? + "\n",
-        PlanFormat::Dot => dot(&planned),
-        PlanFormat::Mermaid => mermaid(&planned),
-    })?;
+    // The table is written while the output is rendered: both take about a second on a million
+    // services. Nothing is printed unless the write committed.
+    let (written, text) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| -> anyhow::Result<()> {
+            let mut txn = lake.begin()?;
+            txn.write(&planned.services, WriteMode::Upsert)?;
+            txn.commit()?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "written");
+            Ok(())
+        });
+        let text = match args.format {
+            PlanFormat::Table => Ok(table(&planned)),
+            PlanFormat::Json => json(&planned),
+            PlanFormat::Dot => Ok(dot(&planned)),
+            PlanFormat::Mermaid => Ok(mermaid(&planned)),
+        };
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "rendered");
+        (writer.join(), text)
+    });
+    written.map_err(|_| anyhow::anyhow!("writing rollout_plans panicked"))??;
+    print(&text?)?;
     tracing::info!(
         services = planned.services.len(),
         load_seconds = loaded,
@@ -78,10 +99,11 @@ pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
     Ok(Outcome::Ok)
 }
 
-/// The graph, durations and risks from the lake.
-async fn load_inputs(lake: &Lake) -> anyhow::Result<PlanInputs> {
+/// The graph's edges (batches of `from_service`, `to_service`), durations and risks from the
+/// lake.
+async fn load_inputs(lake: &Lake) -> anyhow::Result<(Vec<RecordBatch>, PlanInputs)> {
     let session = LakeSession::open(lake).await?;
-    // Declared dependencies, read as they are (the planner drops repeated edges), and calls
+    // Declared dependencies, read as they are (the graph drops repeated edges), and calls
     // observed in traces: a span whose parent is in another service is that service calling
     // this one.
     let mut edges = lake.read_table(&ServiceEdge::TABLE)?;
@@ -95,20 +117,6 @@ async fn load_inputs(lake: &Lake) -> anyhow::Result<PlanInputs> {
             .await
             .context("reading the calls observed in spans")?,
     );
-    let mut pairs = Vec::new();
-    for batch in &edges {
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .with_context(|| format!("service edges without {name}"))
-                .map(|c| c.as_string::<i32>().clone())
-        };
-        let (from, to) = (column("from_service")?, column("to_service")?);
-        for i in 0..batch.num_rows() {
-            pairs.push((from.value(i).to_string(), to.value(i).to_string()));
-        }
-    }
-    pairs.sort();
     let minutes = per_service(
         &session,
         "select service, median((cast(finished_at as bigint) - cast(started_at as bigint)) / 60000000.0) \
@@ -124,13 +132,37 @@ async fn load_inputs(lake: &Lake) -> anyhow::Result<PlanInputs> {
     )
     .await
     .context("reading the latest risk verdicts")?;
-    Ok(PlanInputs {
-        edges: pairs,
-        minutes,
-        risk,
-        canary_above: 0.0,
-        hold_above: 0.0,
-    })
+    Ok((
+        edges,
+        PlanInputs {
+            minutes,
+            risk,
+            canary_above: 0.0,
+            hold_above: 0.0,
+        },
+    ))
+}
+
+/// The service graph of the edge batches and the named services, read in place from the
+/// batches' string columns.
+fn service_graph(edges: &[RecordBatch], services: &[String]) -> anyhow::Result<ServiceGraph> {
+    let mut columns = Vec::with_capacity(edges.len());
+    for batch in edges {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .with_context(|| format!("service edges without a text column {name}"))
+        };
+        columns.push((column("from_service")?, column("to_service")?));
+    }
+    let pairs: Vec<(&str, &str)> = columns
+        .iter()
+        .flat_map(|(from, to)| from.iter().zip(to.iter()))
+        .filter_map(|(from, to)| Some((from?, to?)))
+        .collect();
+    let more: Vec<&str> = services.iter().map(String::as_str).collect();
+    Ok(ServiceGraph::new(&pairs, &more))
 }
 
 async fn per_service(session: &LakeSession, sql: &str) -> anyhow::Result<HashMap<String, f64>> {
@@ -147,16 +179,10 @@ async fn per_service(session: &LakeSession, sql: &str) -> anyhow::Result<HashMap
     Ok(out)
 }
 
-fn blast(radius: i64) -> String {
-    if radius as usize >= BLAST_RADIUS_CAP {
-        format!(">={radius}")
-    } else {
-        radius.to_string()
-    }
-}
-
 fn table(plan: &Plan) -> String {
-    let mut text = format!(
+    let mut text = String::with_capacity(128 * plan.services.len() + 1024);
+    let _ = write!(
+        text,
         "{}: {} services in {} waves (at most {} at once), about {:.0} minutes\ncritical path ({:.0} minutes): {}\n",
         plan.plan_id,
         plan.services.len(),
@@ -171,6 +197,9 @@ fn table(plan: &Plan) -> String {
         "  {:>4}  {:<24} {:<8} {:<22} {:>8} {:>6} {:>6}  after",
         "wave", "service", "strategy", "traffic %", "minutes", "risk", "blast"
     );
+    // Cells are formatted into buffers reused from row to row: a million rows print in well
+    // under a second that way.
+    let (mut steps, mut risk, mut radius) = (String::new(), String::new(), String::new());
     let mut current = 0;
     for row in &plan.services {
         if row.wave != current {
@@ -183,51 +212,89 @@ fn table(plan: &Plan) -> String {
                 wave.expected_minutes
             );
         }
-        let steps: Vec<String> = row.traffic_steps.iter().map(|s| format!("{s}")).collect();
-        let _ = writeln!(
-            text,
-            "  {:>4}  {:<24} {:<8} {:<22} {:>8.0} {:>6} {:>6}  {}{}",
-            row.wave,
-            row.service,
-            row.strategy,
-            steps.join(">"),
-            row.expected_minutes,
-            row.risk.map_or("-".into(), |r| format!("{r:.2}")),
-            blast(row.blast_radius),
-            row.depends_on.join(", "),
-            if row.is_on_critical_path {
-                "  [critical path]"
-            } else {
-                ""
+        steps.clear();
+        for (i, step) in row.traffic_steps.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ">" };
+            let _ = write!(steps, "{separator}{step}");
+        }
+        risk.clear();
+        match row.risk {
+            Some(r) => {
+                let _ = write!(risk, "{r:.2}");
             }
+            None => risk.push('-'),
+        }
+        radius.clear();
+        let at_least = if row.blast_radius as usize >= BLAST_RADIUS_CAP {
+            ">="
+        } else {
+            ""
+        };
+        let _ = write!(radius, "{at_least}{}", row.blast_radius);
+        let _ = write!(
+            text,
+            "  {:>4}  {:<24} {:<8} {:<22} {:>8.0} {:>6} {:>6}  ",
+            row.wave, row.service, row.strategy, steps, row.expected_minutes, risk, radius,
         );
+        for (i, dependency) in row.depends_on.iter().enumerate() {
+            if i > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(dependency);
+        }
+        if row.is_on_critical_path {
+            text.push_str("  [critical path]");
+        }
+        text.push('\n');
     }
     text
 }
 
-fn json(plan: &Plan) -> serde_json::Value {
-    let services: Vec<serde_json::Value> = plan
+/// One service of the JSON plan: its `rollout_plans` row, without the plan id the plan
+/// carries once, and with whether its blast radius stopped at the cap.
+#[derive(serde::Serialize)]
+struct ServiceJson<'a> {
+    service: &'a str,
+    wave: i64,
+    depends_on: &'a [String],
+    strategy: &'a str,
+    traffic_steps: &'a [f64],
+    expected_minutes: f64,
+    has_history: bool,
+    risk: Option<f64>,
+    blast_radius: i64,
+    blast_radius_is_capped: bool,
+    is_on_critical_path: bool,
+}
+
+/// The plan as pretty JSON, serialized straight from the rows.
+fn json(plan: &Plan) -> anyhow::Result<String> {
+    #[derive(serde::Serialize)]
+    struct PlanJson<'a> {
+        #[serde(flatten)]
+        plan: &'a Plan,
+        services: Vec<ServiceJson<'a>>,
+    }
+    let services = plan
         .services
         .iter()
-        .map(|row| {
-            serde_json::json!({
-                "service": row.service,
-                "wave": row.wave,
-                "depends_on": row.depends_on,
-                "strategy": row.strategy,
-                "traffic_steps": row.traffic_steps,
-                "expected_minutes": row.expected_minutes,
-                "has_history": row.has_history,
-                "risk": row.risk,
-                "blast_radius": row.blast_radius,
-                "blast_radius_is_capped": row.blast_radius as usize >= BLAST_RADIUS_CAP,
-                "is_on_critical_path": row.is_on_critical_path,
-            })
+        .map(|row| ServiceJson {
+            service: &row.service,
+            wave: row.wave,
+            depends_on: &row.depends_on,
+            strategy: &row.strategy,
+            traffic_steps: &row.traffic_steps,
+            expected_minutes: row.expected_minutes,
+            has_history: row.has_history,
+            risk: row.risk,
+            blast_radius: row.blast_radius,
+            blast_radius_is_capped: row.blast_radius as usize >= BLAST_RADIUS_CAP,
+            is_on_critical_path: row.is_on_critical_path,
         })
         .collect();
-    let mut value = serde_json::to_value(plan).unwrap_or_default();
-    value["services"] = serde_json::Value::Array(services);
-    value
+    let mut text = serde_json::to_string_pretty(&PlanJson { plan, services })?;
+    text.push('\n');
+    Ok(text)
 }
 
 fn dot(plan: &Plan) -> String {

@@ -18,7 +18,7 @@ use maestro_models::test_selection::ReplayOptions;
 
 use super::{
     Cadence, Dag, Inputs, Job, JobReport, Ledger, Partitioning, RunOptions, RunReport,
-    contiguous_ranges, fingerprint, lock, peak_mb, publish, table_named,
+    contiguous_ranges, fingerprint, lock, peak_mb, publish, reset_peak, table_named,
 };
 use crate::commands;
 use crate::config::Config;
@@ -166,6 +166,7 @@ pub fn run(lake: &Lake, config: &Config, options: &RunOptions) -> anyhow::Result
             && reports
                 .iter()
                 .any(|r| upstream.contains(&r.job) && r.status == "would run");
+        reset_peak();
         let job_started = Instant::now();
         let report = match job.partitioning {
             Partitioning::Whole => run_whole(

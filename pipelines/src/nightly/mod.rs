@@ -317,7 +317,7 @@ pub struct JobReport {
     pub partitions: Vec<String>,
     pub seconds: f64,
     pub rows_written: u64,
-    /// Peak resident memory of the process when the job ended, in MB.
+    /// Peak resident memory while the job ran, in MB (see `reset_peak`).
     pub peak_mb: f64,
     pub message: String,
 }
@@ -539,7 +539,14 @@ impl Inputs<'_> {
     }
 }
 
-/// Peak resident memory of this process so far, in MB (`VmHWM`).
+/// Starts a new peak for `peak_mb`, so that each job's peak is its own: on Linux, writing 5 to
+/// `/proc/self/clear_refs` resets the process's high-water mark to what it holds now. Where
+/// that is refused, `peak_mb` stays the peak of the whole process so far.
+pub fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory of this process since the last `reset_peak`, in MB (`VmHWM`).
 pub fn peak_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
