@@ -14,8 +14,15 @@ with carried as (
     where environment in ('production', 'prod')
 ),
 
+-- Each test's last attempt decides. Its failing flag rides in the lowest bit of a plain max
+-- over the attempt numbers: an ordered last_value sorted every test result, which on ten
+-- million of them took twenty seconds and five gigabytes.
 last_attempts as (
-    select change_id, test_id, last_value(status order by attempt) as status
+    select
+        change_id,
+        test_id,
+        max(coalesce(attempt, 0) * 2
+            + case when status in ('failed', 'error') then 1 else 0 end) % 2 = 1 as is_failing
     from test_results
     where change_id is not null
     group by change_id, test_id
@@ -25,7 +32,7 @@ per_change as (
     select
         change_id,
         count(*) as tests,
-        sum(case when status in ('failed', 'error') then 1 else 0 end) as failing
+        sum(case when is_failing then 1 else 0 end) as failing
     from last_attempts
     group by change_id
 ),

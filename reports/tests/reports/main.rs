@@ -21,7 +21,8 @@ fn fixtures() -> PathBuf {
 }
 
 /// A lake holding the `small` fixture: five changes, four deployments (one rolled back, one
-/// causing a sev1 incident), four audit records, twenty minutes of request metrics and an SLO.
+/// causing a sev1 incident), four audit records, twenty minutes of request metrics, SLOs, and
+/// the test runs of two changes.
 fn small_lake() -> (tempfile::TempDir, Lake) {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().join("lake")).unwrap();
