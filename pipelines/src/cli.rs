@@ -585,7 +585,8 @@ pub struct SqlArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
     pub format: SqlFormat,
-    /// The query (read-only).
+    /// The query (read-only). It may begin with a `--` comment, as the report files do.
+    #[arg(allow_hyphen_values = true)]
     pub query: String,
 }
 

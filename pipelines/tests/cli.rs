@@ -585,6 +585,21 @@ fn sql_refuses_writes_and_reports_errors_with_exit_2() {
         "select from_service, to_service from service_edges where false",
     ]);
     assert_eq!(stdout(&none), "from_service,to_service\n");
+    // A query may open with a comment, as the report files do; flags still come first or last.
+    let commented = maestro(&[
+        "sql",
+        "--lake",
+        lake_s,
+        "-- the declared edges\nselect count(*) from service_edges",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(
+        stdout(&commented),
+        "count(*)\n1\n",
+        "{}",
+        String::from_utf8_lossy(&commented.stderr)
+    );
     let bad = maestro(&["ingest", "--lake", lake_s, "/nonexistent/path"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no such file"));
