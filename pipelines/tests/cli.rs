@@ -1112,25 +1112,8 @@ fn plan_blast_radius_stops_at_its_cap_along_a_long_chain() {
     let components: Vec<(&str, &[&str])> = chain.iter().map(|(n, d)| (*n, d.as_slice())).collect();
     let file = dir.path().join("catalog-info.yaml");
     std::fs::write(&file, catalog(&components)).unwrap();
-    let out = maestro(&["ingest", "--lake", lake_arg, file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stdout(&out));
-    let out = maestro(&["plan", "--lake", lake_arg, "--all", "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let service = |name: &str| {
-        plan["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["service"] == name)
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .clone()
-    };
+    let plan = ingest_and_plan(lake_arg, &file);
+    let service = |name: &str| planned(&plan, name);
     // Below the cap the count is exact; from it on, the cap is reported and flagged.
     assert_eq!(service("s119")["blast_radius"], 0);
     assert_eq!(service("s020")["blast_radius"], 99);
@@ -1153,6 +1136,31 @@ fn plan_blast_radius_stops_at_its_cap_along_a_long_chain() {
     // service of the graph that depends on it.
     assert!(text.contains("2 services in 1 waves"), "{text}");
     assert!(text.contains(">=100"), "{text}");
+}
+
+/// Ingests a catalog into the lake and plans every service, as JSON.
+fn ingest_and_plan(lake: &str, catalog_file: &Path) -> serde_json::Value {
+    let out = maestro(&["ingest", "--lake", lake, catalog_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = maestro(&["plan", "--lake", lake, "--all", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// One service's entry in a JSON plan.
+fn planned(plan: &serde_json::Value, name: &str) -> serde_json::Value {
+    plan["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == name)
+        .unwrap_or_else(|| panic!("{name} missing: {plan}"))
+        .clone()
 }
 
 /// A Backstage catalog of components, each with the components it depends on.
@@ -1191,26 +1199,8 @@ fn plan_orders_waves_by_dependencies_and_names_cycles() {
         ]),
     )
     .unwrap();
-    let out = maestro(&["ingest", "--lake", lake_arg, file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stdout(&out));
-
-    let out = maestro(&["plan", "--lake", lake_arg, "--all", "--format", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let wave = |service: &str| {
-        plan["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["service"] == service)
-            .unwrap_or_else(|| panic!("{service} missing: {plan}"))
-            .clone()
-    };
+    let plan = ingest_and_plan(lake_arg, &file);
+    let wave = |service: &str| planned(&plan, service);
     assert_eq!(wave("db")["wave"], 1);
     assert_eq!(wave("auth")["wave"], 2);
     assert_eq!(wave("batch")["wave"], 2);
