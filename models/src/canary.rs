@@ -334,7 +334,7 @@ pub fn judge_canaries(lake: &Lake, config: &CanaryConfig) -> Result<CanaryOutcom
             d.started_at + config.window_minutes * MICROS_PER_MINUTE,
         ));
     }
-    let series = telemetry::samples(lake, &dates, telemetry::Tracks::Analysis)?;
+    let series = telemetry::samples(lake, &dates, telemetry::Tracks::Analysis, &|_, _| true)?;
     let track = |d: &DeploymentFacts, name: &str| -> &[Sample] {
         series
             .get(&SeriesKey {

@@ -8,7 +8,7 @@
 //! In: deployments, incidents, telemetry, the service graph and canary verdicts. Out:
 //! `rollback_verdicts` rows, written by date partition so a rerun replaces them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use maestro_datasets::WriteMode;
 use maestro_datasets::lake::Lake;
@@ -182,13 +182,32 @@ pub fn judge_rollbacks(
     }
     let deployments = telemetry::deployments(lake)?;
     let mut dates = BTreeSet::new();
+    // Per service, the spans of time the judge looks at, sorted by start: only points within
+    // one are kept, which leaves out a large share of a long history's points.
+    let mut watched: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
     for d in &deployments {
-        dates.extend(telemetry::dates_between(
+        let (from, to) = (
             d.started_at - config.baseline_hours * MICROS_PER_HOUR,
             d.started_at + config.watch_minutes * MICROS_PER_MINUTE,
-        ));
+        );
+        dates.extend(telemetry::dates_between(from, to));
+        watched
+            .entry(d.service.as_str())
+            .or_default()
+            .push((from, to));
     }
-    let series = telemetry::samples(lake, &dates, telemetry::Tracks::Whole)?;
+    for spans in watched.values_mut() {
+        spans.sort_unstable();
+    }
+    // The spans are of one length, so the last one starting at or before `at` is the one
+    // that ends latest among those.
+    let is_watched = |service: &str, at: i64| {
+        watched.get(service).is_some_and(|spans| {
+            let starting = spans.partition_point(|&(from, _)| from <= at);
+            starting > 0 && spans[starting - 1].1 >= at
+        })
+    };
+    let series = telemetry::samples(lake, &dates, telemetry::Tracks::Whole, &is_watched)?;
     let graph = graph_positions(lake)?;
     let canary_verdicts = canaries.verdicts();
 

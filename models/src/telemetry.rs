@@ -203,12 +203,13 @@ pub enum Tracks {
 }
 
 /// Samples of the `tracks` series with points on the given UTC dates, each series in time
-/// order. Parts are read one at a time and only the rows kept are held: a year of a few
-/// hundred services is about fifty million points.
+/// order, of the points `keep(service, at)` accepts. Parts are read one at a time and only the
+/// rows kept are held: a year of a few hundred services is about fifty million points.
 pub fn samples(
     lake: &Lake,
     dates: &BTreeSet<String>,
     tracks: Tracks,
+    keep: &dyn Fn(&str, i64) -> bool,
 ) -> Result<BTreeMap<SeriesKey, Vec<Sample>>> {
     // service -> (track, deployment) -> time -> sample; looked up by the service's text, so
     // that a row costs no allocation unless it starts a series.
@@ -251,11 +252,14 @@ pub fn samples(
                     (None, None)
                 };
                 let service_name = service.value(row);
+                let t = at.value(row);
+                if !keep(service_name, t) {
+                    continue;
+                }
                 let series = match by_service.get_mut(service_name) {
                     Some(series) => series,
                     None => by_service.entry(service_name.to_string()).or_default(),
                 };
-                let t = at.value(row);
                 let sample = series.entry(track).or_default().entry(t).or_insert(Sample {
                     at: t,
                     ..Default::default()
