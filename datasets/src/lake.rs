@@ -161,6 +161,7 @@ impl Lake {
             next_file: 0,
             open: BTreeMap::new(),
             buffered: 0,
+            buffer_budget: APPEND_BUFFER_BYTES,
             replaced: BTreeMap::new(),
             plan: Vec::new(),
             summary: WriteSummary::default(),
@@ -226,6 +227,8 @@ pub struct Txn<'a> {
     open: BTreeMap<PathBuf, OpenPart>,
     /// The sum of the open parts' `buffered`.
     buffered: usize,
+    /// How much the open parts may buffer before the largest are written out.
+    buffer_budget: usize,
     /// Replacement partition folders staged, by their target partition folder.
     replaced: BTreeMap<PathBuf, PathBuf>,
     plan: Vec<Move>,
@@ -324,7 +327,7 @@ impl Txn<'_> {
         let buffered = part.writer.memory_size();
         self.buffered = self.buffered - part.buffered + buffered;
         part.buffered = buffered;
-        if self.buffered > APPEND_BUFFER_BYTES {
+        if self.buffered > self.buffer_budget {
             self.flush_largest_parts()?;
         }
         Ok(())
@@ -335,7 +338,7 @@ impl Txn<'_> {
     /// thousands of them, each buffering its rows until its row group fills; without this the
     /// ingest of a year held every row in memory (over 7 GB for 300 services).
     fn flush_largest_parts(&mut self) -> Result<()> {
-        while self.buffered > APPEND_BUFFER_BYTES / 2 {
+        while self.buffered > self.buffer_budget / 2 {
             let Some(part) = self.open.values_mut().max_by_key(|p| p.buffered) else {
                 break;
             };
@@ -778,6 +781,31 @@ mod tests {
         assert!(summary.files[0].starts_with("raw/test_results/date=1970-01-01/part-"));
         assert!(summary.files[1].starts_with("raw/test_results/date=1970-01-02/part-"));
         assert!(staging_is_empty(dir.path()));
+    }
+
+    #[test]
+    fn open_parts_past_the_buffer_budget_write_row_groups_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let mut txn = lake.begin().unwrap();
+        txn.buffer_budget = 1;
+        for batch in 0..3 {
+            let rows: Vec<TestResult> = (0..100)
+                .flat_map(|i| {
+                    let name = format!("t{batch}-{i}");
+                    [result(&name, i), result(&name, DAY + i)]
+                })
+                .collect();
+            txn.write(&rows, WriteMode::Append).unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(count(&lake, &TestResult::TABLE), 600);
+        for part in lake.parts(&TestResult::TABLE).unwrap() {
+            let file = File::open(&part).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            // One row group per write: each went out once the budget was passed.
+            assert_eq!(reader.metadata().num_row_groups(), 3, "{}", part.display());
+        }
     }
 
     #[test]
