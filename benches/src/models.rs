@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use maestro_models::risk::{RiskTrainOptions, read_oracle};
 use maestro_models::scoring::{DateRange, Thresholds, score_deployments};
 use maestro_models::telemetry;
 use maestro_models::test_history::{
-    ChangeFacts, History, Outcome, TestOutcome, TestRun, read_changes,
+    ChangeFacts, History, Outcome, TestCase, TestOutcome, TestRun, read_changes,
 };
 use maestro_models::test_selection::{
     Candidate, ChangeRequest, ReplayOptions, Target, apfd, build_pairs, replay, select,
@@ -230,11 +231,13 @@ pub fn select_tests_speed(tests: usize) -> anyhow::Result<()> {
                 };
                 let (classname, name) = id.split_once("::").unwrap_or((id, id));
                 TestOutcome {
-                    test_id: id.clone(),
-                    name: name.to_string(),
-                    suite: "svc-tests".into(),
-                    file: Some(format!("tests/m{module}_test.rs")),
-                    classname: Some(classname.to_string()),
+                    case: Arc::new(TestCase {
+                        test_id: id.clone(),
+                        name: name.to_string(),
+                        suite: "svc-tests".into(),
+                        file: Some(format!("tests/m{module}_test.rs")),
+                        classname: Some(classname.to_string()),
+                    }),
                     outcome: if rng.random_bool(p) {
                         Outcome::Failed
                     } else {

@@ -16,7 +16,7 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -717,6 +717,31 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
+        .map_err(|e| Error::parquet(path, e))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::arrow(path, e))
+}
+
+/// The named columns of one Parquet file, read whole. A name the file lacks is an error that
+/// names it, as that is an older schema.
+pub fn read_parquet_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    let schema = builder.parquet_schema();
+    for name in columns {
+        if !schema.columns().iter().any(|c| c.path().parts()[0] == *name) {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("no column {name}: is it an older schema?"),
+            });
+        }
+    }
+    let mask = ProjectionMask::columns(schema, columns.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .build()
         .map_err(|e| Error::parquet(path, e))?;
     reader
         .collect::<std::result::Result<Vec<_>, _>>()

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use datafusion::arrow::array::{
-    Array, AsArray, Float64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, AsArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use maestro_datasets::lake::{Lake, read_parquet};
 use maestro_datasets::schema::{Deployment, Incident, MetricPoint, Row, Ts};
 
@@ -310,7 +310,7 @@ fn read_all<R: Row>(lake: &Lake, keep: impl Fn(&PathBuf) -> bool) -> Result<Vec<
     Ok(batches)
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+pub(crate) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
@@ -321,27 +321,33 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
         })
 }
 
-fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+pub(crate) fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     column(batch, name)?
         .as_any()
         .downcast_ref::<StringArray>()
         .ok_or_else(|| Error::Data(format!("column {name} is not text")))
 }
 
-fn times<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray> {
+pub(crate) fn times<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray> {
     column(batch, name)?
         .as_primitive_opt::<TimestampMicrosecondType>()
         .ok_or_else(|| Error::Data(format!("column {name} is not a timestamp")))
 }
 
-fn floats<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Float64Array> {
+pub(crate) fn floats<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Float64Array> {
     column(batch, name)?
         .as_any()
         .downcast_ref::<Float64Array>()
         .ok_or_else(|| Error::Data(format!("column {name} is not a float")))
 }
 
-fn lists<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ListArray> {
+pub(crate) fn ints<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
+    column(batch, name)?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| Error::Data(format!("column {name} is not an integer")))
+}
+
+pub(crate) fn lists<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ListArray> {
     column(batch, name)?
         .as_list_opt::<i32>()
         .ok_or_else(|| Error::Data(format!("column {name} is not a list")))

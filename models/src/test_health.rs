@@ -45,9 +45,9 @@ pub fn test_health(walk: &Walk) -> Vec<TestHealth> {
     for (r, run) in walk.runs.iter().enumerate() {
         for test in &run.tests {
             match test.outcome {
-                Outcome::Failed => failed_runs.entry(&test.test_id).or_default().push(r),
+                Outcome::Failed => failed_runs.entry(&test.case.test_id).or_default().push(r),
                 Outcome::Flaky => {
-                    last_flaky.insert(&test.test_id, run.at);
+                    last_flaky.insert(&test.case.test_id, run.at);
                 }
                 Outcome::Passed | Outcome::Skipped => {}
             }

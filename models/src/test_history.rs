@@ -16,15 +16,17 @@
 //! - the change's size and file count, and its author's past share of changes with a failure.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
-use maestro_datasets::lake::Lake;
-use maestro_datasets::schema::{Change, TestResult};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use maestro_datasets::lake::{Lake, read_parquet_columns};
+use maestro_datasets::schema::{Change, Row, TestResult};
 use petgraph::Undirected;
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::features::{micros, scan, service_graph};
+use crate::features::service_graph;
+use crate::telemetry::{floats, ints, lists, strings, times};
 
 /// Names of the pair features, in column order.
 pub const PAIR_FEATURES: [&str; 17] = [
@@ -87,16 +89,24 @@ impl Outcome {
     }
 }
 
-/// One test of one run.
-#[derive(Debug, Clone)]
+/// What names a test, the same in every run of it: shared by those runs rather than copied, as
+/// a year of CI holds millions of runs of a few thousand tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[allow(missing_docs)] // fields named for what they hold
-pub struct TestOutcome {
+pub struct TestCase {
     pub test_id: String,
     /// Name of the test case, without its class.
     pub name: String,
     pub suite: String,
     pub file: Option<String>,
     pub classname: Option<String>,
+}
+
+/// One test of one run.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)] // fields named for what they hold
+pub struct TestOutcome {
+    pub case: Arc<TestCase>,
     pub outcome: Outcome,
     /// Seconds of its first attempt: what running it once costs.
     pub duration_s: f64,
@@ -142,169 +152,281 @@ pub struct ChangeFacts {
     pub merged_at: i64,
 }
 
-/// Every run in the lake, in time order (then by run id), one outcome per test.
+/// Every run in the lake, in time order (then by run id), one outcome per test. Parts are read
+/// one at a time and each row is kept as a few numbers: a year of CI is millions of rows of a
+/// few thousand tests.
 pub fn read_runs(lake: &Lake) -> Result<Vec<TestRun>> {
-    let failed = col("status")
-        .eq(lit("failed"))
-        .or(col("status").eq(lit("error")));
-    let frame = scan::<TestResult>(
-        lake,
-        &[
-            "run_id",
-            "change_id",
-            "service",
-            "suite",
-            "test_id",
-            "name",
-            "classname",
-            "file",
-            "status",
-            "duration_s",
-            "attempt",
-            "started_at",
-        ],
-    )?
-    .with_columns([failed.alias("is_failure"), micros("started_at").alias("at")])
-    .group_by([col("run_id"), col("test_id")])
-    .agg([
-        col("change_id").first(),
-        col("service").first(),
-        col("suite").first(),
-        col("name").first(),
-        col("classname").first(),
-        col("file").first(),
-        col("at").min(),
-        col("is_failure").any(true).alias("any_failure"),
-        col("is_failure")
-            .sort_by([col("attempt")], SortMultipleOptions::default())
-            .last()
-            .alias("last_failure"),
-        col("status").eq(lit("skipped")).all(true).alias("skipped"),
-        col("duration_s")
-            .sort_by([col("attempt")], SortMultipleOptions::default())
-            .first()
-            .alias("duration_s"),
-    ])
-    .sort(["run_id", "test_id"], SortMultipleOptions::default())
-    .collect()?;
+    const COLUMNS: [&str; 12] = [
+        "run_id",
+        "change_id",
+        "service",
+        "suite",
+        "test_id",
+        "name",
+        "classname",
+        "file",
+        "status",
+        "duration_s",
+        "attempt",
+        "started_at",
+    ];
+    let mut reading = RunsRead::default();
+    for part in lake.parts(&TestResult::TABLE)? {
+        for batch in read_parquet_columns(&part, &COLUMNS)? {
+            reading.add(&batch)?;
+        }
+    }
+    Ok(reading.finish())
+}
 
-    let text = |name: &str| -> Result<Vec<Option<String>>> {
-        Ok(frame
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|v| v.map(str::to_string))
-            .collect())
-    };
-    let flag = |name: &str| -> Result<Vec<bool>> {
-        Ok(frame
-            .column(name)?
-            .bool()?
-            .iter()
-            .map(|v| v.unwrap_or(false))
-            .collect())
-    };
-    let (run_ids, test_ids, change_ids) = (text("run_id")?, text("test_id")?, text("change_id")?);
-    let (services, suites, names) = (text("service")?, text("suite")?, text("name")?);
-    let (classnames, files) = (text("classname")?, text("file")?);
-    let (any_failure, last_failure, skipped) = (
-        flag("any_failure")?,
-        flag("last_failure")?,
-        flag("skipped")?,
-    );
-    let at: Vec<i64> = frame
-        .column("at")?
-        .i64()?
-        .iter()
-        .map(|v| v.unwrap_or(0))
-        .collect();
-    let durations: Vec<f64> = frame
-        .column("duration_s")?
-        .f64()?
-        .iter()
-        .map(|v| v.unwrap_or(0.0))
-        .collect();
+/// Row `row` of a text column; `None` when null.
+fn text_at(column: &StringArray, row: usize) -> Option<&str> {
+    column.is_valid(row).then(|| column.value(row))
+}
 
-    let mut runs: Vec<TestRun> = Vec::new();
-    for i in 0..frame.height() {
-        let run_id = run_ids[i].clone().unwrap_or_default();
-        if runs.last().is_none_or(|r| r.run_id != run_id) {
-            runs.push(TestRun {
-                run_id,
-                change_id: change_ids[i].clone(),
-                service: services[i].clone().unwrap_or_default(),
-                at: at[i],
-                tests: Vec::new(),
+/// One attempt of one test, as read.
+struct Attempt {
+    /// Number of the test id.
+    test: u32,
+    /// Number of the test's texts.
+    case: u32,
+    attempt: i64,
+    status: AttemptStatus,
+    at: i64,
+    duration_s: Option<f64>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum AttemptStatus {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+/// A run as its rows are read.
+struct RunRead {
+    run_id: String,
+    change_id: Option<String>,
+    service: String,
+    attempts: Vec<Attempt>,
+}
+
+/// The runs of the parts read so far.
+#[derive(Default)]
+struct RunsRead {
+    cases: CaseInterner,
+    runs: Vec<RunRead>,
+    by_id: foldhash::HashMap<String, usize>,
+}
+
+impl RunsRead {
+    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let (run_ids, change_ids) = (strings(batch, "run_id")?, strings(batch, "change_id")?);
+        let (services, suites) = (strings(batch, "service")?, strings(batch, "suite")?);
+        let (test_ids, names) = (strings(batch, "test_id")?, strings(batch, "name")?);
+        let (classnames, files) = (strings(batch, "classname")?, strings(batch, "file")?);
+        let statuses = strings(batch, "status")?;
+        let durations = floats(batch, "duration_s")?;
+        let attempts = ints(batch, "attempt")?;
+        let started = times(batch, "started_at")?;
+        for row in 0..batch.num_rows() {
+            let run_id = run_ids.value(row);
+            let run = match self.by_id.get(run_id) {
+                Some(run) => *run,
+                None => {
+                    self.runs.push(RunRead {
+                        run_id: run_id.to_string(),
+                        change_id: text_at(change_ids, row).map(str::to_string),
+                        service: text_at(services, row).unwrap_or_default().to_string(),
+                        attempts: Vec::new(),
+                    });
+                    self.by_id.insert(run_id.to_string(), self.runs.len() - 1);
+                    self.runs.len() - 1
+                }
+            };
+            let (test, case) = self.cases.intern(TestCaseRef {
+                test_id: test_ids.value(row),
+                name: names.value(row),
+                suite: suites.value(row),
+                file: text_at(files, row),
+                classname: text_at(classnames, row),
+            });
+            let status = match statuses.value(row) {
+                "failed" | "error" => AttemptStatus::Failed,
+                "skipped" => AttemptStatus::Skipped,
+                _ => AttemptStatus::Passed,
+            };
+            self.runs[run].attempts.push(Attempt {
+                test,
+                case,
+                attempt: attempts.value(row),
+                status,
+                at: started.value(row),
+                duration_s: durations.is_valid(row).then(|| durations.value(row)),
             });
         }
-        let run = runs.last_mut().expect("pushed above");
-        run.at = run.at.min(at[i]);
-        let outcome = match (skipped[i], last_failure[i], any_failure[i]) {
-            (true, _, _) => Outcome::Skipped,
-            (_, true, _) => Outcome::Failed,
-            (_, false, true) => Outcome::Flaky,
-            _ => Outcome::Passed,
-        };
-        run.tests.push(TestOutcome {
-            test_id: test_ids[i].clone().unwrap_or_default(),
-            name: names[i].clone().unwrap_or_default(),
-            suite: suites[i].clone().unwrap_or_default(),
-            file: files[i].clone(),
-            classname: classnames[i].clone(),
-            outcome,
-            duration_s: durations[i],
-        });
+        Ok(())
     }
-    runs.sort_by(|a, b| (a.at, &a.run_id).cmp(&(b.at, &b.run_id)));
-    Ok(runs)
+
+    /// One outcome per test of each run: a test whose last attempt failed is a failure, one
+    /// that failed and then passed is flaky, one skipped in every attempt is skipped; its
+    /// duration is its first attempt's. Tests in id order, runs in time order.
+    fn finish(self) -> Vec<TestRun> {
+        let cases = self.cases;
+        let mut runs: Vec<TestRun> = self
+            .runs
+            .into_iter()
+            .map(|mut read| {
+                // Stable: attempts of the same number keep the order they were read in.
+                read.attempts.sort_by_key(|a| (a.test, a.attempt));
+                let mut tests = Vec::new();
+                for attempts in read.attempts.chunk_by(|a, b| a.test == b.test) {
+                    let (first, last) = (&attempts[0], &attempts[attempts.len() - 1]);
+                    let failed_once = attempts.iter().any(|a| a.status == AttemptStatus::Failed);
+                    let outcome = if attempts.iter().all(|a| a.status == AttemptStatus::Skipped) {
+                        Outcome::Skipped
+                    } else if last.status == AttemptStatus::Failed {
+                        Outcome::Failed
+                    } else if failed_once {
+                        Outcome::Flaky
+                    } else {
+                        Outcome::Passed
+                    };
+                    tests.push((
+                        attempts.iter().map(|a| a.at).min().unwrap_or(first.at),
+                        TestOutcome {
+                            case: cases.get(first.case),
+                            outcome,
+                            duration_s: first.duration_s.unwrap_or(0.0),
+                        },
+                    ));
+                }
+                tests.sort_by(|a, b| a.1.case.test_id.cmp(&b.1.case.test_id));
+                TestRun {
+                    run_id: read.run_id,
+                    change_id: read.change_id,
+                    service: read.service,
+                    at: tests.iter().map(|(at, _)| *at).min().unwrap_or(0),
+                    tests: tests.into_iter().map(|(_, test)| test).collect(),
+                }
+            })
+            .collect();
+        runs.sort_by(|a, b| (a.at, &a.run_id).cmp(&(b.at, &b.run_id)));
+        runs
+    }
+}
+
+/// A test case's texts as read, before they are shared.
+#[derive(PartialEq)]
+struct TestCaseRef<'a> {
+    test_id: &'a str,
+    name: &'a str,
+    suite: &'a str,
+    file: Option<&'a str>,
+    classname: Option<&'a str>,
+}
+
+/// One shared `TestCase` per distinct set of texts, and a number per test id.
+#[derive(Default)]
+struct CaseInterner {
+    /// Test id -> its number and the numbers of its cases (almost always one).
+    by_id: foldhash::HashMap<String, (u32, Vec<u32>)>,
+    cases: Vec<Arc<TestCase>>,
+}
+
+impl CaseInterner {
+    /// The numbers of the test id and of the case of `texts`.
+    fn intern(&mut self, texts: TestCaseRef<'_>) -> (u32, u32) {
+        let cases = &self.cases;
+        let same = |case: &&u32| {
+            let case = &cases[**case as usize];
+            texts
+                == TestCaseRef {
+                    test_id: &case.test_id,
+                    name: &case.name,
+                    suite: &case.suite,
+                    file: case.file.as_deref(),
+                    classname: case.classname.as_deref(),
+                }
+        };
+        if let Some((test, variants)) = self.by_id.get(texts.test_id)
+            && let Some(case) = variants.iter().find(same)
+        {
+            return (*test, *case);
+        }
+        let case = self.cases.len() as u32;
+        self.cases.push(Arc::new(TestCase {
+            test_id: texts.test_id.to_string(),
+            name: texts.name.to_string(),
+            suite: texts.suite.to_string(),
+            file: texts.file.map(str::to_string),
+            classname: texts.classname.map(str::to_string),
+        }));
+        let tests = self.by_id.len() as u32;
+        let (test, variants) = self
+            .by_id
+            .entry(texts.test_id.to_string())
+            .or_insert_with(|| (tests, Vec::new()));
+        variants.push(case);
+        (*test, case)
+    }
+
+    fn get(&self, case: u32) -> Arc<TestCase> {
+        Arc::clone(&self.cases[case as usize])
+    }
 }
 
 /// Service, author, files and size of every change in the lake.
 pub fn read_changes(lake: &Lake) -> Result<HashMap<String, ChangeFacts>> {
-    let frame = match scan::<Change>(
-        lake,
-        &[
-            "change_id",
-            "service",
-            "author",
-            "files",
-            "lines_added",
-            "lines_deleted",
-            "merged_at",
-        ],
-    ) {
-        Ok(frame) => frame
-            .with_column(micros("merged_at").alias("merged_at"))
-            .collect()?,
-        // Test selection works from test history alone when the lake has no changes.
-        Err(Error::Data(_)) => return Ok(HashMap::new()),
-        Err(e) => return Err(e),
-    };
-    let ids = frame.column("change_id")?.str()?.clone();
-    let services = frame.column("service")?.str()?.clone();
-    let authors = frame.column("author")?.str()?.clone();
-    let files = frame.column("files")?.list()?.clone();
-    let added = frame.column("lines_added")?.i64()?.clone();
-    let deleted = frame.column("lines_deleted")?.i64()?.clone();
-    let merged_at = frame.column("merged_at")?.i64()?.clone();
+    const COLUMNS: [&str; 7] = [
+        "change_id",
+        "service",
+        "author",
+        "files",
+        "lines_added",
+        "lines_deleted",
+        "merged_at",
+    ];
+    // Test selection works from test history alone when the lake has no changes.
     let mut changes = HashMap::new();
-    for (i, id) in ids.iter().enumerate() {
-        let Some(id) = id else { continue };
-        let paths: Vec<String> = match files.get_as_series(i) {
-            Some(series) => series.str()?.iter().flatten().map(str::to_string).collect(),
-            None => Vec::new(),
-        };
-        let size = added.get(i).unwrap_or(0) + deleted.get(i).unwrap_or(0);
-        changes.insert(
-            id.to_string(),
-            ChangeFacts {
-                service: services.get(i).unwrap_or_default().to_string(),
-                author: authors.get(i).map(str::to_string),
-                files: paths,
-                size: size as f64,
-                merged_at: merged_at.get(i).unwrap_or(0),
-            },
-        );
+    for part in lake.parts(&Change::TABLE)? {
+        for batch in read_parquet_columns(&part, &COLUMNS)? {
+            let (ids, services) = (strings(&batch, "change_id")?, strings(&batch, "service")?);
+            let authors = strings(&batch, "author")?;
+            let files = lists(&batch, "files")?;
+            let (added, deleted) = (ints(&batch, "lines_added")?, ints(&batch, "lines_deleted")?);
+            let merged_at = times(&batch, "merged_at")?;
+            let number = |column: &Int64Array, row: usize| {
+                if column.is_valid(row) {
+                    column.value(row)
+                } else {
+                    0
+                }
+            };
+            for row in 0..batch.num_rows() {
+                let paths = if files.is_valid(row) {
+                    let values = files.value(row);
+                    let values = values.as_string_opt::<i32>().ok_or_else(|| {
+                        Error::Data("column files is not a list of text".into())
+                    })?;
+                    values.iter().flatten().map(str::to_string).collect()
+                } else {
+                    Vec::new()
+                };
+                changes.insert(
+                    ids.value(row).to_string(),
+                    ChangeFacts {
+                        service: services.value(row).to_string(),
+                        author: authors
+                            .is_valid(row)
+                            .then(|| authors.value(row).to_string()),
+                        files: paths,
+                        size: (number(added, row) + number(deleted, row)) as f64,
+                        merged_at: merged_at.value(row),
+                    },
+                );
+            }
+        }
     }
     Ok(changes)
 }
@@ -361,20 +483,55 @@ struct CoFailure {
     failures: u32,
 }
 
-/// Everything the walk has seen: the state features are computed from. Ordered maps, so that
-/// a saved history is the same bytes for the same runs.
+/// Everything the walk has seen: the state features are computed from. The maps by test are
+/// hashed, as the walk looks tests up millions of times; a saved history lists them in key
+/// order all the same, so it is the same bytes for the same runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct History {
-    tests: BTreeMap<String, TestState>,
+    #[serde(serialize_with = "in_key_order")]
+    tests: foldhash::HashMap<String, TestState>,
     /// test -> changed path or directory -> co-failure counts.
-    co_failure: BTreeMap<String, BTreeMap<String, CoFailure>>,
+    #[serde(serialize_with = "in_key_order")]
+    co_failure: foldhash::HashMap<String, BTreeMap<String, CoFailure>>,
     /// author -> (changes, changes with a failing run).
     authors: BTreeMap<String, (u32, u32)>,
     distances: Distances,
     /// service -> the most tests one of its runs has executed.
-    largest_suite: BTreeMap<String, usize>,
+    largest_suite: SuiteSizes,
     /// service -> test ids of its latest full suite run.
     suites: BTreeMap<String, Vec<String>>,
+}
+
+fn in_key_order<S: serde::Serializer, V: Serialize>(
+    map: &foldhash::HashMap<String, V>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_map(map.iter().collect::<BTreeMap<_, _>>())
+}
+
+/// Service -> the most tests one of its runs has executed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SuiteSizes(BTreeMap<String, usize>);
+
+impl SuiteSizes {
+    /// Whether `run` executed its service's suite in full: at least 90% of the most tests a run
+    /// of that service has executed, this one included.
+    pub fn is_full(&self, run: &TestRun) -> bool {
+        let executed = run.executed();
+        let largest = self.0.get(&run.service).copied().unwrap_or(0).max(executed);
+        executed > 0 && executed as f64 >= FULL_SUITE_SHARE * largest as f64
+    }
+
+    /// Counts `run` in its service's largest suite.
+    pub fn observe(&mut self, run: &TestRun) {
+        match self.0.get_mut(&run.service) {
+            Some(largest) => *largest = (*largest).max(run.executed()),
+            None => {
+                self.0.insert(run.service.clone(), run.executed());
+            }
+        }
+    }
 }
 
 /// What the history says of one test, for the baselines and the policy.
@@ -400,14 +557,12 @@ impl History {
     /// Whether `run` executed its service's suite in full: at least 90% of the most tests a run
     /// of that service has executed, this one included.
     pub fn is_full(&self, run: &TestRun) -> bool {
-        let executed = run.executed();
-        let largest = self
-            .largest_suite
-            .get(&run.service)
-            .copied()
-            .unwrap_or(0)
-            .max(executed);
-        executed > 0 && executed as f64 >= FULL_SUITE_SHARE * largest as f64
+        self.largest_suite.is_full(run)
+    }
+
+    /// The most tests each service's runs have executed so far, to tell full suite runs.
+    pub fn suite_sizes(&self) -> &SuiteSizes {
+        &self.largest_suite
     }
 
     /// Test ids of `service`'s latest full suite run, in id order.
@@ -427,7 +582,15 @@ impl History {
 
     /// Every test seen, in id order.
     pub fn tests(&self) -> impl Iterator<Item = (&str, &TestState)> {
-        self.tests.iter().map(|(id, s)| (id.as_str(), s))
+        let mut tests: Vec<(&str, &TestState)> =
+            self.tests.iter().map(|(id, s)| (id.as_str(), s)).collect();
+        tests.sort_unstable_by_key(|(id, _)| *id);
+        tests.into_iter()
+    }
+
+    /// How many tests have been seen.
+    pub fn test_count(&self) -> usize {
+        self.tests.len()
     }
 
     /// What is known of `test_id`, or `None` for a test never seen.
@@ -450,7 +613,7 @@ impl History {
         test: &TestOutcome,
         at: i64,
     ) -> [f64; PAIR_FEATURES.len()] {
-        let state = self.tests.get(&test.test_id);
+        let state = self.tests.get(&test.case.test_id);
         let (runs, failures, flakes, since, duration) = state.map_or((0, 0, 0, 0, 0.0), |s| {
             (
                 s.runs,
@@ -473,7 +636,7 @@ impl History {
             }
             ratio(failures, runs)
         };
-        let test_co_failure = self.co_failure.get(&test.test_id);
+        let test_co_failure = self.co_failure.get(&test.case.test_id);
         let co_failure = |paths: &mut dyn Iterator<Item = &String>| -> (f64, f64) {
             let mut best = 0.0f64;
             let mut count = 0u32;
@@ -492,7 +655,7 @@ impl History {
         let test_tokens = match state {
             Some(s) => &s.tokens,
             None => {
-                fresh_tokens = test_tokens(test);
+                fresh_tokens = test_tokens(&test.case);
                 &fresh_tokens
             }
         };
@@ -548,28 +711,30 @@ impl History {
                 .tests
                 .iter()
                 .filter(|t| t.outcome != Outcome::Skipped)
-                .map(|t| t.test_id.clone())
+                .map(|t| t.case.test_id.clone())
                 .collect();
             suite.sort();
             self.suites.insert(run.service.clone(), suite);
         }
-        let largest = self.largest_suite.entry(run.service.clone()).or_default();
-        *largest = (*largest).max(run.executed());
+        self.largest_suite.observe(run);
         let directories = directories(&change.files);
         for test in run.tests.iter().filter(|t| t.outcome != Outcome::Skipped) {
             let failed = test.outcome == Outcome::Failed;
-            let state = self
-                .tests
-                .entry(test.test_id.clone())
-                .or_insert_with(|| TestState {
-                    tokens: test_tokens(test),
+            let case = &test.case;
+            // Looked up before inserting, so a test seen before costs no new key.
+            if !self.tests.contains_key(&case.test_id) {
+                let state = TestState {
+                    tokens: test_tokens(case),
                     ..Default::default()
-                });
+                };
+                self.tests.insert(case.test_id.clone(), state);
+            }
+            let state = self.tests.get_mut(&case.test_id).expect("inserted above");
             state.service.clone_from(&run.service);
-            state.suite.clone_from(&test.suite);
-            state.name.clone_from(&test.name);
-            state.classname.clone_from(&test.classname);
-            state.file.clone_from(&test.file);
+            state.suite.clone_from(&case.suite);
+            state.name.clone_from(&case.name);
+            state.classname.clone_from(&case.classname);
+            state.file.clone_from(&case.file);
             state.runs += 1;
             state.total_duration += test.duration_s;
             if failed {
@@ -590,9 +755,19 @@ impl History {
             {
                 state.recent.pop_front();
             }
-            let co_failure = self.co_failure.entry(test.test_id.clone()).or_default();
+            if !self.co_failure.contains_key(&case.test_id) {
+                self.co_failure
+                    .insert(case.test_id.clone(), BTreeMap::new());
+            }
+            let co_failure = self
+                .co_failure
+                .get_mut(&case.test_id)
+                .expect("inserted above");
             for path in change.files.iter().chain(&directories) {
-                let entry = co_failure.entry(path.clone()).or_default();
+                let entry = match co_failure.get_mut(path) {
+                    Some(entry) => entry,
+                    None => co_failure.entry(path.clone()).or_default(),
+                };
                 entry.runs += 1;
                 entry.failures += u32::from(failed);
             }
@@ -652,7 +827,7 @@ fn path_tokens(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn test_tokens(test: &TestOutcome) -> BTreeSet<String> {
+fn test_tokens(test: &TestCase) -> BTreeSet<String> {
     let mut tokens = path_tokens(&test.suite);
     for text in [&test.file, &test.classname].into_iter().flatten() {
         tokens.extend(path_tokens(text));
@@ -667,11 +842,13 @@ mod tests {
 
     fn outcome(test_id: &str, outcome: Outcome) -> TestOutcome {
         TestOutcome {
-            test_id: test_id.into(),
-            name: test_id.into(),
-            suite: "api-tests".into(),
-            file: Some("tests/billing_test.rs".into()),
-            classname: Some("api.billing_test".into()),
+            case: Arc::new(TestCase {
+                test_id: test_id.into(),
+                name: test_id.into(),
+                suite: "api-tests".into(),
+                file: Some("tests/billing_test.rs".into()),
+                classname: Some("api.billing_test".into()),
+            }),
             outcome,
             duration_s: 2.0,
         }

@@ -21,13 +21,37 @@ use crate::registry::{CARD, MANIFEST, ModelFolder, micros_to_rfc3339, sha256_hex
 use crate::risk::{Scaler, Split};
 use crate::scoring::DateRange;
 use crate::test_health::test_health;
-use crate::test_history::{History, read_changes};
+use crate::test_history::{History, TestRun, read_changes, read_runs};
 use crate::test_selection::{
-    ChangeRequest, CurvePoint, PolicyFigures, ReplayOptions, Target, TestModel, Walk, replay_walk,
-    select_for_change,
+    ChangeRequest, CurvePoint, PairWindow, PolicyFigures, ReplayOptions, ReplayReport, Target,
+    TestModel, Walk, replay_walk, select_for_change,
 };
 
 const HISTORY: &str = "history.json";
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// At most this many of the newest days are held back, so that the model a long history
+/// registers has learnt from runs at most this old.
+pub const MAX_HELD_BACK_DAYS: i64 = 14;
+
+/// Where the held-back runs start: the newest `eval_fraction` of the runs for a change, at most
+/// `MAX_HELD_BACK_DAYS` of them.
+fn held_back_from(runs: &[TestRun], eval_fraction: f64) -> Result<i64> {
+    let starts: Vec<i64> = runs
+        .iter()
+        .filter(|r| r.change_id.is_some())
+        .map(|r| r.at)
+        .collect();
+    let Some(last) = starts.last() else {
+        return Err(Error::Data(
+            "no CI run for a change in the lake: nothing to learn from".into(),
+        ));
+    };
+    let held_back = (((starts.len() as f64) * eval_fraction).ceil() as usize).max(1);
+    let by_share = starts[starts.len().saturating_sub(held_back)];
+    Ok(by_share.max(last - MAX_HELD_BACK_DAYS * DAY_MICROS))
+}
 /// The champions file keeps one key: test selection has one model family.
 const CHAMPION_KEY: &str = "tests";
 
@@ -198,32 +222,34 @@ pub struct TestTrainOutcome {
     pub health_rows: usize,
     pub quarantine: usize,
     pub redundant: usize,
+    /// The new model's replay on the held-back runs, beside the baselines.
+    pub replay: ReplayReport,
 }
 
-/// Trains a test-selection model on all but the latest `eval_fraction` of the full suite runs,
-/// replays it on those, stores it with the whole history, and promotes it unless the champion
-/// ranks the same held-back runs better (APFD). Writes every test's health to `test_health`.
+/// Trains a test-selection model on the newest `max_training_pairs` pairs before the latest
+/// `eval_fraction` of the runs for a change (at most `MAX_HELD_BACK_DAYS` of them), replays it
+/// on those, stores it with the whole history, and promotes it unless the champion ranks the
+/// same held-back runs better (APFD). Writes every test's health to `test_health`. The replay
+/// comes back in the outcome, its rankings kept when `options.keep_rows` is set.
 pub fn train_tests(
     lake: &Lake,
     options: &ReplayOptions,
     eval_fraction: f64,
 ) -> Result<TestTrainOutcome> {
-    let walk = Walk::of_lake(lake)?;
+    let runs = read_runs(lake)?;
+    let cut = held_back_from(&runs, eval_fraction)?;
+    let window = PairWindow {
+        from: cut,
+        before: options.max_training_pairs,
+    };
+    let walk = Walk::of_runs(lake, runs, window)?;
     let pairs = &walk.pairs;
-    let mut run_starts: Vec<i64> = Vec::new();
-    for (i, at) in pairs.at.iter().enumerate() {
-        if i == 0 || pairs.run[i] != pairs.run[i - 1] {
-            run_starts.push(*at);
-        }
-    }
-    let held_back_runs = ((run_starts.len() as f64) * eval_fraction).ceil() as usize;
-    let cut = run_starts[run_starts.len().saturating_sub(held_back_runs.max(1))];
     let held_back_options = ReplayOptions {
         from: Some(cut),
         to: None,
-        // Train once, on everything before the cut.
+        // Train once, on the pairs before the cut.
         min_history_days: 0,
-        retrain_days: i64::MAX / (2 * 86_400_000_000),
+        retrain_days: i64::MAX / (2 * DAY_MICROS),
         ..options.clone()
     };
     let report = replay_walk(&walk, &held_back_options)?;
@@ -251,6 +277,7 @@ pub fn train_tests(
                     &walk,
                     &ReplayOptions {
                         fixed_model: Some(served.model),
+                        keep_rows: false,
                         ..held_back_options.clone()
                     },
                 )?;
@@ -305,7 +332,7 @@ pub fn train_tests(
                 training,
                 held_back,
                 history_runs_until: walk.runs.last().map_or(0, |r| r.at),
-                history_tests: walk.history.tests().count(),
+                history_tests: walk.history.test_count(),
                 hyperparameters: options.train.clone(),
                 training_report: model.report.clone(),
                 seed: options.train.seed,
@@ -339,6 +366,7 @@ pub fn train_tests(
             .filter(|h| h.suggestion == "quarantine")
             .count(),
         redundant: health.iter().filter(|h| h.redundant_with.is_some()).count(),
+        replay: report,
     })
 }
 

@@ -13,6 +13,8 @@
 //! historical failure rate.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use maestro_datasets::schema::{TestSelectionReplay, Ts};
 use rand::SeedableRng;
@@ -25,7 +27,8 @@ use crate::metrics::PlattScaling;
 use crate::network::{Matrix, ModelKind, Network, TrainConfig, TrainReport};
 use crate::risk::Scaler;
 use crate::test_history::{
-    ChangeFacts, ChangePaths, History, Outcome, PAIR_FEATURES, TestOutcome, TestRun, TestStats,
+    ChangeFacts, ChangePaths, History, Outcome, PAIR_FEATURES, TestCase, TestOutcome, TestRun,
+    TestStats,
     read_changes, read_runs, service_distances,
 };
 use maestro_datasets::lake::Lake;
@@ -361,14 +364,12 @@ pub fn select_for_change(
     let outcomes: Vec<TestOutcome> = test_ids
         .iter()
         .map(|id| match history.test(id) {
-            Some(state) => TestOutcome {
+            Some(state) => TestCase {
                 test_id: id.clone(),
                 name: state.name.clone(),
                 suite: state.suite.clone(),
                 file: state.file.clone(),
                 classname: state.classname.clone(),
-                outcome: Outcome::Passed,
-                duration_s: 0.0,
             },
             // A new test: its id is `classname::name` as the JUnit reader writes it.
             None => {
@@ -376,16 +377,19 @@ pub fn select_for_change(
                     Some((class, name)) => (Some(class.to_string()), name.to_string()),
                     None => (None, id.clone()),
                 };
-                TestOutcome {
+                TestCase {
                     test_id: id.clone(),
                     name,
                     suite: String::new(),
                     file: None,
                     classname,
-                    outcome: Outcome::Passed,
-                    duration_s: 0.0,
                 }
             }
+        })
+        .map(|case| TestOutcome {
+            case: Arc::new(case),
+            outcome: Outcome::Passed,
+            duration_s: 0.0,
         })
         .collect();
     let mut values = Vec::with_capacity(outcomes.len() * PAIR_FEATURES.len());
@@ -399,13 +403,13 @@ pub fn select_for_change(
         .iter()
         .zip(probabilities)
         .map(|(test, probability)| {
-            let stats = history.stats(&test.test_id);
+            let stats = history.stats(&test.case.test_id);
             Candidate {
-                test_id: test.test_id.clone(),
+                test_id: test.case.test_id.clone(),
                 probability,
                 duration_s: stats.map_or(0.0, |s| s.mean_duration_s),
                 seen_before: stats.is_some(),
-                must_run: must_run.contains(&test.test_id),
+                must_run: must_run.contains(&test.case.test_id),
             }
         })
         .collect();
@@ -418,12 +422,13 @@ pub fn select_for_change(
     let tests = order
         .iter()
         .map(|i| {
-            let (test, candidate) = (&mut outcomes[*i], &candidates[*i]);
+            let candidate = &candidates[*i];
+            let case = Arc::make_mut(&mut outcomes[*i].case);
             TestPick {
-                test_id: std::mem::take(&mut test.test_id),
-                name: std::mem::take(&mut test.name),
-                classname: test.classname.take(),
-                file: test.file.take(),
+                test_id: std::mem::take(&mut case.test_id),
+                name: std::mem::take(&mut case.name),
+                classname: case.classname.take(),
+                file: case.file.take(),
                 probability: candidate.seen_before.then_some(candidate.probability),
                 duration_s: candidate.duration_s,
                 selected: selection.selected(*i),
@@ -473,6 +478,15 @@ impl Pairs {
     pub fn is_empty(&self) -> bool {
         self.at.is_empty()
     }
+
+    fn drop_oldest(&mut self, count: usize) {
+        self.values.drain(..count * PAIR_FEATURES.len());
+        self.run.drain(..count);
+        self.test.drain(..count);
+        self.at.drain(..count);
+        self.failed.drain(..count);
+        self.stats.drain(..count);
+    }
 }
 
 /// The facts of a run's change; a change the lake does not hold has no files or author.
@@ -487,17 +501,47 @@ fn change_of(run: &TestRun, changes: &HashMap<String, ChangeFacts>) -> ChangeFac
         })
 }
 
+/// Which pairs a walk keeps: every pair from `from` on, and the newest `before` pairs before
+/// it, which is all a training before `from` learns from. The walk still folds every run into
+/// the history.
+#[derive(Debug, Clone, Copy)]
+pub struct PairWindow {
+    /// Start of the pairs kept in full, microseconds.
+    pub from: i64,
+    /// How many of the newest pairs before `from` are kept.
+    pub before: usize,
+}
+
+impl PairWindow {
+    /// Every pair.
+    pub const ALL: PairWindow = PairWindow {
+        from: i64::MIN,
+        before: 0,
+    };
+}
+
 /// Walks `runs` in order: the pairs of every full suite run for a change, each featurised from
 /// the history before its run. Returns the pairs and the history after the last run.
 pub fn build_pairs(
     runs: &[TestRun],
     changes: &HashMap<String, ChangeFacts>,
-    mut history: History,
+    history: History,
 ) -> (Pairs, History) {
+    build_pairs_within(runs, changes, history, PairWindow::ALL)
+}
+
+/// As `build_pairs`, keeping only the pairs of `window`.
+pub fn build_pairs_within(
+    runs: &[TestRun],
+    changes: &HashMap<String, ChangeFacts>,
+    mut history: History,
+    window: PairWindow,
+) -> (Pairs, History) {
+    let first_kept = first_run_kept(runs, &history, window);
     let mut pairs = Pairs::default();
     for (r, run) in runs.iter().enumerate() {
         let change = change_of(run, changes);
-        if history.is_full(run) && run.change_id.is_some() {
+        if r >= first_kept && history.is_full(run) && run.change_id.is_some() {
             let paths = ChangePaths::new(&change);
             for (t, test) in run.tests.iter().enumerate() {
                 if test.outcome == Outcome::Skipped {
@@ -510,12 +554,33 @@ pub fn build_pairs(
                 pairs.test.push(t);
                 pairs.at.push(run.at);
                 pairs.failed.push(test.outcome == Outcome::Failed);
-                pairs.stats.push(history.stats(&test.test_id));
+                pairs.stats.push(history.stats(&test.case.test_id));
             }
         }
         history.observe(run, &change);
     }
+    let before = pairs.at.partition_point(|at| *at < window.from);
+    pairs.drop_oldest(before.saturating_sub(window.before));
     (pairs, history)
+}
+
+/// The first run whose pairs `window` keeps: a walk over the suite sizes alone counts the
+/// pairs each run will give, so that no pair is featurised only to be dropped.
+fn first_run_kept(runs: &[TestRun], history: &History, window: PairWindow) -> usize {
+    let mut sizes = history.suite_sizes().clone();
+    let mut pair_counts = Vec::with_capacity(runs.len());
+    for run in runs {
+        let full = sizes.is_full(run) && run.change_id.is_some();
+        pair_counts.push(if full { run.executed() } else { 0 });
+        sizes.observe(run);
+    }
+    let mut first = runs.partition_point(|run| run.at < window.from);
+    let mut before = 0;
+    while first > 0 && before < window.before {
+        first -= 1;
+        before += pair_counts[first];
+    }
+    first
 }
 
 /// Trains on `rows` of `pairs` (in time order): the latest `validation_share` of them stop the
@@ -584,8 +649,13 @@ pub struct ReplayOptions {
     pub to: Option<i64>,
     /// History to learn from before the first replayed run, in days.
     pub min_history_days: i64,
-    /// A new model every this many days, trained on everything before.
+    /// A new model every this many days, trained on the pairs before.
     pub retrain_days: i64,
+    /// Each model learns from at most this many of the newest pairs before its window: a year
+    /// of CI holds millions, and recent ones say most about what fails now.
+    pub max_training_pairs: usize,
+    /// Keep every ranking of every policy in the report's rows (for `test_selection_replay`).
+    pub keep_rows: bool,
     /// The model policy's target.
     pub target: Target,
     /// Tests always selected.
@@ -603,6 +673,8 @@ impl Default for ReplayOptions {
             to: None,
             min_history_days: 14,
             retrain_days: 7,
+            max_training_pairs: 300_000,
+            keep_rows: true,
             target: Target::Confidence(0.95),
             must_run: Vec::new(),
             train: TrainConfig {
@@ -696,11 +768,27 @@ pub struct Walk {
 }
 
 impl Walk {
-    /// Reads the lake's test runs and changes and builds every pair.
-    pub fn of_lake(lake: &Lake) -> Result<Walk> {
-        let runs = read_runs(lake)?;
+    /// Reads the lake's test runs and changes and builds the pairs of `window`.
+    pub fn of_lake(lake: &Lake, window: PairWindow) -> Result<Walk> {
+        Walk::of_runs(lake, read_runs(lake)?, window)
+    }
+
+    /// Reads the lake's changes and builds the pairs of `runs` (the lake's, from `read_runs`)
+    /// within `window`.
+    pub fn of_runs(lake: &Lake, runs: Vec<TestRun>, window: PairWindow) -> Result<Walk> {
+        let started = Instant::now();
         let changes = read_changes(lake)?;
-        let (pairs, history) = build_pairs(&runs, &changes, History::new(service_distances(lake)?));
+        let read_s = started.elapsed().as_secs_f64();
+        let history = History::new(service_distances(lake)?);
+        let (pairs, history) = build_pairs_within(&runs, &changes, history, window);
+        tracing::debug!(
+            runs = runs.len(),
+            tests = history.test_count(),
+            pairs = pairs.len(),
+            read_s,
+            walk_s = started.elapsed().as_secs_f64() - read_s,
+            "test history walked"
+        );
         if pairs.is_empty() {
             return Err(Error::Data(
                 "no full test suite run for a change in the lake: nothing to learn from".into(),
@@ -737,7 +825,16 @@ fn curve_targets() -> Vec<(usize, Target)> {
 
 /// Replays test selection over the lake's history.
 pub fn replay(lake: &Lake, options: &ReplayOptions) -> Result<ReplayReport> {
-    replay_walk(&Walk::of_lake(lake)?, options)
+    // Without a start, the replay starts `min_history_days` after the first pair, which the
+    // walk has not found yet: it keeps every pair.
+    let window = match options.from {
+        Some(from) => PairWindow {
+            from,
+            before: options.max_training_pairs,
+        },
+        None => PairWindow::ALL,
+    };
+    replay_walk(&Walk::of_lake(lake, window)?, options)
 }
 
 /// Replays test selection over the runs of `walk`.
@@ -784,13 +881,21 @@ pub fn replay_walk(walk: &Walk, options: &ReplayOptions) -> Result<ReplayReport>
             .take_while(|(_, rows)| pairs.at[rows[0]] < window_end)
             .count();
         if runs_in_window > 0 {
-            let past: Vec<usize> = (0..pairs.len())
-                .filter(|i| pairs.at[*i] < window_start)
-                .collect();
+            // The newest pairs before the window, at most `max_training_pairs` of them.
+            let past_end = pairs.at.partition_point(|at| *at < window_start);
+            let past: Vec<usize> =
+                (past_end.saturating_sub(options.max_training_pairs)..past_end).collect();
+            let training_started = Instant::now();
             let model = match &options.fixed_model {
                 Some(model) => model.clone(),
                 None => train(pairs, &past, &options.train, options.validation_share)?,
             };
+            tracing::debug!(
+                pairs = past.len(),
+                seconds = training_started.elapsed().as_secs_f64(),
+                fixed = options.fixed_model.is_some(),
+                "test-selection model for a replay window"
+            );
             if trainings == 0 {
                 first_training_pairs = past.len();
             }
@@ -842,13 +947,13 @@ fn judge(
         let candidates: Vec<Candidate> = pair_rows
             .iter()
             .map(|i| Candidate {
-                test_id: run.tests[pairs.test[*i]].test_id.clone(),
+                test_id: run.tests[pairs.test[*i]].case.test_id.clone(),
                 probability: probability[*i],
                 duration_s: pairs.stats[*i].map_or(0.0, |s| s.mean_duration_s),
                 seen_before: pairs.stats[*i].is_some(),
                 must_run: options
                     .must_run
-                    .contains(&run.tests[pairs.test[*i]].test_id),
+                    .contains(&run.tests[pairs.test[*i]].case.test_id),
             })
             .collect();
         let actual_s: Vec<f64> = pair_rows
@@ -893,6 +998,9 @@ fn judge(
             selections.iter().zip(POLICIES).zip(&mut totals)
         {
             total.add(selection, &failed, &actual_s);
+            if !options.keep_rows {
+                continue;
+            }
             for (rank, i) in selection.order.iter().enumerate() {
                 let test = &run.tests[pairs.test[pair_rows[*i]]];
                 rows.push(TestSelectionReplay {
@@ -901,7 +1009,7 @@ fn judge(
                     run_id: run.run_id.clone(),
                     service: run.service.clone(),
                     started_at: Ts(run.at),
-                    test_id: test.test_id.clone(),
+                    test_id: test.case.test_id.clone(),
                     rank: rank as i64 + 1,
                     probability: scores[*i],
                     selected: selection.selected(*i),

@@ -6,8 +6,10 @@ use maestro_models::network::{ModelKind, TrainConfig};
 use maestro_models::test_history::{History, read_changes, read_runs};
 use maestro_models::test_registry::{TestRegistry, train_tests};
 use maestro_models::test_selection::{
-    ChangeRequest, Reason, ReplayOptions, Target, build_pairs, replay, select_for_change,
+    ChangeRequest, PairWindow, Reason, ReplayOptions, Target, build_pairs, build_pairs_within,
+    replay, select_for_change,
 };
+use maestro_models::test_history::PAIR_FEATURES;
 
 use crate::lake_with_history;
 
@@ -30,6 +32,23 @@ fn pairs_of_a_run_do_not_depend_on_later_runs() {
         .flat_map(|r| &r.tests)
         .any(|t| t.outcome == maestro_models::test_history::Outcome::Flaky);
     assert!(flaky_failed, "the generator writes flaky reruns");
+
+    // A window keeps the same pairs, with the same features, as the whole walk: every pair from
+    // its start and the newest ones before it, and it ends in the same history.
+    let from = runs[half].at;
+    let start = all.at.partition_point(|at| *at < from);
+    let window = PairWindow { from, before: 7 };
+    let (kept, history) = build_pairs_within(&runs, &changes, History::default(), window);
+    let (_, whole_history) = build_pairs(&runs, &changes, History::default());
+    let width = PAIR_FEATURES.len();
+    assert_eq!(kept.len(), all.len() - (start - 7));
+    assert_eq!(kept.values[..], all.values[(start - 7) * width..]);
+    assert_eq!(kept.run[..], all.run[start - 7..]);
+    assert_eq!(kept.test[..], all.test[start - 7..]);
+    assert_eq!(
+        serde_json::to_string(&history).unwrap(),
+        serde_json::to_string(&whole_history).unwrap()
+    );
 }
 
 #[test]
@@ -111,7 +130,7 @@ fn a_stored_model_serves_selections_and_refuses_a_changed_history() {
 
     let served = registry.load_champion().unwrap();
     // Every test seen has a health row; the generator's flaky tests surface for quarantine.
-    assert_eq!(outcome.health_rows, served.history.tests().count());
+    assert_eq!(outcome.health_rows, served.history.test_count());
     assert!(outcome.quarantine > 0 && outcome.quarantine < outcome.health_rows / 4);
     let service = served.history.services().next().unwrap().to_string();
     let suite = served.history.suite(&service).to_vec();

@@ -64,13 +64,16 @@ pub(crate) fn curve_chart_path(lake: &Lake) -> PathBuf {
     lake.root().join("reports").join("test_selection_curve.svg")
 }
 
-/// Replays test selection, replaces the replayed dates of `test_selection_replay` and the
-/// `test_selection_curve` table, and draws the curve as SVG.
-pub(crate) fn replay_and_record(
-    lake: &Lake,
-    options: &ReplayOptions,
-) -> anyhow::Result<ReplayReport> {
+/// Replays test selection and records the replay.
+fn replay_and_record(lake: &Lake, options: &ReplayOptions) -> anyhow::Result<ReplayReport> {
     let report = replay(lake, options).context("replaying test selection")?;
+    record_replay(lake, &report)?;
+    Ok(report)
+}
+
+/// Replaces the replayed dates of `test_selection_replay` and the `test_selection_curve` table
+/// with `report`, and draws the curve as SVG.
+pub(crate) fn record_replay(lake: &Lake, report: &ReplayReport) -> anyhow::Result<()> {
     let started = report.rows.iter().map(|r| r.started_at);
     let (Some(first), Some(last)) = (started.clone().min(), started.max()) else {
         anyhow::bail!("the replay scored no change: no full suite run in the replayed dates");
@@ -94,9 +97,9 @@ pub(crate) fn replay_and_record(
     txn.write(&report.rows, WriteMode::ReplacePartitions)?;
     txn.write(&curve, WriteMode::Upsert)?;
     txn.commit()?;
-    let svg = curve_chart(&report).to_svg()?;
+    let svg = curve_chart(report).to_svg()?;
     replace_file(&curve_chart_path(lake), svg.as_bytes())?;
-    Ok(report)
+    Ok(())
 }
 
 /// The confidence curve: each policy's failing changes caught against its test time.

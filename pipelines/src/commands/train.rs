@@ -53,6 +53,8 @@ pub fn run(command: &TrainCommand, config_path: Option<&Path>) -> anyhow::Result
                     seed: args.seed.unwrap_or(defaults.train.seed),
                     ..defaults.train.clone()
                 },
+                // Only the figures of the held-back replay are printed.
+                keep_rows: false,
                 ..defaults
             };
             let outcome = train_tests(&lake, &options, args.eval_fraction)

@@ -588,9 +588,9 @@ fn execute_whole(
                 Err(e) => return Err(e).context("training the test-selection model"),
             };
             let mut summary = commands::train::describe_tests(&trained);
-            let replay = commands::eval::replay_and_record(lake, &options)?;
-            summary.push_str(&commands::eval::describe(&replay, options.target));
-            done.rows_written = (trained.health_rows + replay.rows.len()) as u64;
+            commands::eval::record_replay(lake, &trained.replay)?;
+            summary.push_str(&commands::eval::describe(&trained.replay, options.target));
+            done.rows_written = (trained.health_rows + trained.replay.rows.len()) as u64;
             done.summary = summary;
             done.training = Some(guard);
         }
