@@ -16,8 +16,8 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
@@ -731,7 +731,11 @@ pub fn read_parquet_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordB
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
     let schema = builder.parquet_schema();
     for name in columns {
-        if !schema.columns().iter().any(|c| c.path().parts()[0] == *name) {
+        if !schema
+            .columns()
+            .iter()
+            .any(|c| c.path().parts()[0] == *name)
+        {
             return Err(Error::Corrupt {
                 path: path.to_path_buf(),
                 reason: format!("no column {name}: is it an older schema?"),

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use datafusion::arrow::array::{
-    Array, AsArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, AsArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use maestro_datasets::lake::{Lake, read_parquet};
@@ -328,7 +329,10 @@ pub(crate) fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Stri
         .ok_or_else(|| Error::Data(format!("column {name} is not text")))
 }
 
-pub(crate) fn times<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMicrosecondArray> {
+pub(crate) fn times<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a TimestampMicrosecondArray> {
     column(batch, name)?
         .as_primitive_opt::<TimestampMicrosecondType>()
         .ok_or_else(|| Error::Data(format!("column {name} is not a timestamp")))

@@ -406,9 +406,9 @@ pub fn read_changes(lake: &Lake) -> Result<HashMap<String, ChangeFacts>> {
             for row in 0..batch.num_rows() {
                 let paths = if files.is_valid(row) {
                     let values = files.value(row);
-                    let values = values.as_string_opt::<i32>().ok_or_else(|| {
-                        Error::Data("column files is not a list of text".into())
-                    })?;
+                    let values = values
+                        .as_string_opt::<i32>()
+                        .ok_or_else(|| Error::Data("column files is not a list of text".into()))?;
                     values.iter().flatten().map(str::to_string).collect()
                 } else {
                     Vec::new()
@@ -474,6 +474,9 @@ pub struct TestState {
     tokens: BTreeSet<String>,
     /// When it last failed, microseconds.
     last_failure_at: Option<i64>,
+    /// The texts above were copied from this case: a run of the same case copies nothing.
+    #[serde(skip)]
+    copied_from: Option<Arc<TestCase>>,
 }
 
 /// Runs and failures of a test when a path was among the changed ones.
@@ -491,8 +494,7 @@ pub struct History {
     #[serde(serialize_with = "in_key_order")]
     tests: foldhash::HashMap<String, TestState>,
     /// test -> changed path or directory -> co-failure counts.
-    #[serde(serialize_with = "in_key_order")]
-    co_failure: foldhash::HashMap<String, BTreeMap<String, CoFailure>>,
+    co_failure: CoFailures,
     /// author -> (changes, changes with a failing run).
     authors: BTreeMap<String, (u32, u32)>,
     distances: Distances,
@@ -500,6 +502,83 @@ pub struct History {
     largest_suite: SuiteSizes,
     /// service -> test ids of its latest full suite run.
     suites: BTreeMap<String, Vec<String>>,
+}
+
+/// Test -> changed path or directory -> co-failure counts, with the paths numbered: each run
+/// looks its change's paths up once, then each of its tests by number. Saved as text keys in
+/// key order.
+#[derive(Debug, Clone, Default)]
+struct CoFailures {
+    paths: Vec<String>,
+    numbers: foldhash::HashMap<String, u32>,
+    by_test: foldhash::HashMap<String, foldhash::HashMap<u32, CoFailure>>,
+}
+
+impl CoFailures {
+    fn number(&self, path: &str) -> Option<u32> {
+        self.numbers.get(path).copied()
+    }
+
+    fn number_or_add(&mut self, path: &str) -> u32 {
+        if let Some(number) = self.numbers.get(path) {
+            return *number;
+        }
+        let number = self.paths.len() as u32;
+        self.paths.push(path.to_string());
+        self.numbers.insert(path.to_string(), number);
+        number
+    }
+
+    /// Counts one run of `test_id` with the paths `numbers` changed.
+    fn observe(&mut self, test_id: &str, numbers: &[u32], failed: bool) {
+        if !self.by_test.contains_key(test_id) {
+            self.by_test
+                .insert(test_id.to_string(), foldhash::HashMap::default());
+        }
+        let counts = self.by_test.get_mut(test_id).expect("inserted above");
+        for number in numbers {
+            let entry = counts.entry(*number).or_default();
+            entry.runs += 1;
+            entry.failures += u32::from(failed);
+        }
+    }
+}
+
+impl Serialize for CoFailures {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        let named: BTreeMap<&str, BTreeMap<&str, CoFailure>> = self
+            .by_test
+            .iter()
+            .map(|(test, counts)| {
+                let counts = counts
+                    .iter()
+                    .map(|(number, c)| (self.paths[*number as usize].as_str(), *c))
+                    .collect();
+                (test.as_str(), counts)
+            })
+            .collect();
+        named.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CoFailures {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let named = BTreeMap::<String, BTreeMap<String, CoFailure>>::deserialize(deserializer)?;
+        let mut co_failures = CoFailures::default();
+        for (test, counts) in named {
+            let counts = counts
+                .into_iter()
+                .map(|(path, c)| (co_failures.number_or_add(&path), c))
+                .collect();
+            co_failures.by_test.insert(test, counts);
+        }
+        Ok(co_failures)
+    }
 }
 
 fn in_key_order<S: serde::Serializer, V: Serialize>(
@@ -636,12 +715,13 @@ impl History {
             }
             ratio(failures, runs)
         };
-        let test_co_failure = self.co_failure.get(&test.case.test_id);
+        let test_co_failure = self.co_failure.by_test.get(&test.case.test_id);
         let co_failure = |paths: &mut dyn Iterator<Item = &String>| -> (f64, f64) {
             let mut best = 0.0f64;
             let mut count = 0u32;
             for path in paths {
-                if let Some(c) = test_co_failure.and_then(|m| m.get(path)) {
+                let number = self.co_failure.number(path);
+                if let Some(c) = test_co_failure.zip(number).and_then(|(m, n)| m.get(&n)) {
                     // One smoothed rate: a single co-failure in one run is weak evidence.
                     best = best.max(f64::from(c.failures) / (f64::from(c.runs) + 1.0));
                     count += c.failures;
@@ -717,7 +797,12 @@ impl History {
             self.suites.insert(run.service.clone(), suite);
         }
         self.largest_suite.observe(run);
-        let directories = directories(&change.files);
+        let path_numbers: Vec<u32> = change
+            .files
+            .iter()
+            .chain(&directories(&change.files))
+            .map(|path| self.co_failure.number_or_add(path))
+            .collect();
         for test in run.tests.iter().filter(|t| t.outcome != Outcome::Skipped) {
             let failed = test.outcome == Outcome::Failed;
             let case = &test.case;
@@ -730,11 +815,20 @@ impl History {
                 self.tests.insert(case.test_id.clone(), state);
             }
             let state = self.tests.get_mut(&case.test_id).expect("inserted above");
-            state.service.clone_from(&run.service);
-            state.suite.clone_from(&case.suite);
-            state.name.clone_from(&case.name);
-            state.classname.clone_from(&case.classname);
-            state.file.clone_from(&case.file);
+            if state.service != run.service {
+                state.service.clone_from(&run.service);
+            }
+            if !state
+                .copied_from
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, case))
+            {
+                state.suite.clone_from(&case.suite);
+                state.name.clone_from(&case.name);
+                state.classname.clone_from(&case.classname);
+                state.file.clone_from(&case.file);
+                state.copied_from = Some(Arc::clone(case));
+            }
             state.runs += 1;
             state.total_duration += test.duration_s;
             if failed {
@@ -755,22 +849,8 @@ impl History {
             {
                 state.recent.pop_front();
             }
-            if !self.co_failure.contains_key(&case.test_id) {
-                self.co_failure
-                    .insert(case.test_id.clone(), BTreeMap::new());
-            }
-            let co_failure = self
-                .co_failure
-                .get_mut(&case.test_id)
-                .expect("inserted above");
-            for path in change.files.iter().chain(&directories) {
-                let entry = match co_failure.get_mut(path) {
-                    Some(entry) => entry,
-                    None => co_failure.entry(path.clone()).or_default(),
-                };
-                entry.runs += 1;
-                entry.failures += u32::from(failed);
-            }
+            self.co_failure
+                .observe(&case.test_id, &path_numbers, failed);
         }
         if let Some(author) = &change.author {
             let entry = self.authors.entry(author.clone()).or_default();

@@ -28,8 +28,7 @@ use crate::network::{Matrix, ModelKind, Network, TrainConfig, TrainReport};
 use crate::risk::Scaler;
 use crate::test_history::{
     ChangeFacts, ChangePaths, History, Outcome, PAIR_FEATURES, TestCase, TestOutcome, TestRun,
-    TestStats,
-    read_changes, read_runs, service_distances,
+    TestStats, read_changes, read_runs, service_distances,
 };
 use maestro_datasets::lake::Lake;
 

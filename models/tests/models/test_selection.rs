@@ -3,13 +3,13 @@
 //! stored model serves a change's selection from its saved history.
 
 use maestro_models::network::{ModelKind, TrainConfig};
+use maestro_models::test_history::PAIR_FEATURES;
 use maestro_models::test_history::{History, read_changes, read_runs};
 use maestro_models::test_registry::{TestRegistry, train_tests};
 use maestro_models::test_selection::{
     ChangeRequest, PairWindow, Reason, ReplayOptions, Target, build_pairs, build_pairs_within,
     replay, select_for_change,
 };
-use maestro_models::test_history::PAIR_FEATURES;
 
 use crate::lake_with_history;
 
