@@ -5,7 +5,9 @@ description = """
 The critical path of a trace, walked from its root: at each span, the child that finished last
 is the one its parent waited for. Each span's self time is its duration minus the time of its
 children (children that overlap each other are counted in full, so self time is a lower bound
-for parents that call in parallel; it is never below zero)."""
+for parents that call in parallel; it is never below zero). Traces that started in the report
+period or the one before it: a year of traces is tens of millions of spans, and the trace
+reports describe recent behaviour."""
 
 [[columns]]
 name = "trace_id"
@@ -29,15 +31,23 @@ doc = "The span's duration."
 name = "self_ms"
 doc = "Its duration minus its children's."
 */
-with recursive last_children as (
+with recursive period_spans as (
+    select spans.trace_id, spans.span_id, spans.parent_span_id, spans.service, spans.operation,
+        spans.duration_ms, spans.end_at
+    from spans
+    cross join report_params
+    where spans.start_at >= report_params.previous_start and spans.start_at < report_params.as_of
+),
+
+last_children as (
     select trace_id, span_id, parent_span_id, service, operation, duration_ms
     from (
         select
-            spans.*,
+            period_spans.*,
             row_number() over (
                 partition by trace_id, parent_span_id order by end_at desc, span_id
             ) as nth
-        from spans
+        from period_spans
         where parent_span_id is not null
     )
     where nth = 1
@@ -45,7 +55,7 @@ with recursive last_children as (
 
 walk as (
     select trace_id, span_id, service, operation, duration_ms, 0 as depth
-    from spans
+    from period_spans
     where parent_span_id is null
     union all
     select c.trace_id, c.span_id, c.service, c.operation, c.duration_ms, walk.depth + 1
@@ -55,7 +65,7 @@ walk as (
 
 child_time as (
     select trace_id, parent_span_id as span_id, sum(duration_ms) as children_ms
-    from spans
+    from period_spans
     where parent_span_id is not null
     group by trace_id, parent_span_id
 ),

@@ -2,8 +2,9 @@
 kind = "report"
 title = "Critical path per trace"
 description = """
-Per trace: its root, its duration, the services and operations on its critical path (root
-first) and the self time they account for, so that a slow request shows where it waited."""
+Per trace of `critical_spans` (started in the report period or the one before it): its root,
+its duration, the services and operations on its critical path (root first) and the self time
+they account for, so that a slow request shows where it waited."""
 after = ["critical_spans"]
 
 [[columns]]

@@ -2,7 +2,8 @@
 kind = "report"
 title = "Latency, errors and bottlenecks per service and operation"
 description = """
-Per service and operation over all spans: count, error rate (status error), the 50th, 95th and
+Per service and operation, over the spans that started in the report period or the one before
+it (as `critical_spans`): count, error rate (status error), the 50th, 95th and
 99th percentile of duration (exact, interpolated), and its self time on critical paths: the
 total, the share of all critical-path self time, and its rank as a bottleneck (1 is the
 operation requests waited on most)."""
@@ -49,6 +50,8 @@ with latency as (
         percentile_cont(0.95) within group (order by duration_ms) as p95_ms,
         percentile_cont(0.99) within group (order by duration_ms) as p99_ms
     from spans
+    cross join report_params
+    where spans.start_at >= report_params.previous_start and spans.start_at < report_params.as_of
     group by service, operation
 ),
 
