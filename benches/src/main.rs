@@ -45,6 +45,7 @@ use anyhow::{Context, bail};
 use maestro_datasets::generate::{GenerateOptions, generate};
 
 fn main() -> anyhow::Result<()> {
+    maestro_models::network::settle_thread_count();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |flag: &str, default: f64| number_flag(&args, flag, default);
     match args.first().map(String::as_str) {

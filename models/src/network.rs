@@ -16,6 +16,20 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
+/// Fixes the thread count candle works with, once, before any thread exists: call it first in
+/// `main`. candle asks for its thread count on every matrix product, and unless
+/// `RAYON_NUM_THREADS` is set that reads /proc/cpuinfo each time (candle 0.11): a fifth of the
+/// time of selecting tests for a year of changes went there. It is set to what rayon would use
+/// anyway, the available parallelism; a value the user set is kept.
+#[allow(unsafe_code)] // setting an environment variable, while the process has one thread
+pub fn settle_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: called first in `main`, before any other thread can read the environment.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+}
+
 /// Which model to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

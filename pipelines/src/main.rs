@@ -33,6 +33,7 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    maestro_models::network::settle_thread_count();
     let args = cli::Cli::parse();
     init_logging(&args);
     match commands::run(args) {
