@@ -49,17 +49,23 @@ with rules as (
         ('3d/6h@1x', 'ticket', 1.0, 259200, 21600))
 ),
 
+-- SLOs numbered, so that the windows below carry and sort a number and the bins' seconds rather
+-- than texts and timestamps: they hold every bin of the history at once.
+numbered as (
+    select slo_id, objective, row_number() over (order by slo_id) as slo_number
+    from slos
+    where objective < 1
+),
+
 series as (
     select
-        slo_events.slo_id,
+        numbered.slo_number,
         cast(to_unixtime(slo_events.at) as bigint) as t,
-        slo_events.at,
         slo_events.total - slo_events.good as bad,
         slo_events.total,
-        slos.objective
+        numbered.objective
     from slo_events
-    join slos on slos.slo_id = slo_events.slo_id
-    where slos.objective < 1
+    join numbered on numbered.slo_id = slo_events.slo_id
 ),
 
 -- Sums over the trailing windows (t - w, t], w in seconds, with Maestro's trailing_sum (the
@@ -68,29 +74,29 @@ series as (
 -- one are taken in the same ordered pass, so episodes can be found among the firing rows alone.
 windowed as (
     select
-        slo_id, t, at, objective,
+        slo_number, t, objective,
         bad as bad_5m,
         total as total_5m,
-        trailing_sum(bad, t, 1800) over (partition by slo_id order by t) as bad_30m,
-        trailing_sum(total, t, 1800) over (partition by slo_id order by t) as total_30m,
-        trailing_sum(bad, t, 3600) over (partition by slo_id order by t) as bad_1h,
-        trailing_sum(total, t, 3600) over (partition by slo_id order by t) as total_1h,
-        trailing_sum(bad, t, 7200) over (partition by slo_id order by t) as bad_2h,
-        trailing_sum(total, t, 7200) over (partition by slo_id order by t) as total_2h,
-        trailing_sum(bad, t, 21600) over (partition by slo_id order by t) as bad_6h,
-        trailing_sum(total, t, 21600) over (partition by slo_id order by t) as total_6h,
-        trailing_sum(bad, t, 86400) over (partition by slo_id order by t) as bad_1d,
-        trailing_sum(total, t, 86400) over (partition by slo_id order by t) as total_1d,
-        trailing_sum(bad, t, 259200) over (partition by slo_id order by t) as bad_3d,
-        trailing_sum(total, t, 259200) over (partition by slo_id order by t) as total_3d,
-        lag(t) over (partition by slo_id order by t) as previous_t,
-        lead(at) over (partition by slo_id order by t) as next_at
+        trailing_sum(bad, t, 1800) over (partition by slo_number order by t) as bad_30m,
+        trailing_sum(total, t, 1800) over (partition by slo_number order by t) as total_30m,
+        trailing_sum(bad, t, 3600) over (partition by slo_number order by t) as bad_1h,
+        trailing_sum(total, t, 3600) over (partition by slo_number order by t) as total_1h,
+        trailing_sum(bad, t, 7200) over (partition by slo_number order by t) as bad_2h,
+        trailing_sum(total, t, 7200) over (partition by slo_number order by t) as total_2h,
+        trailing_sum(bad, t, 21600) over (partition by slo_number order by t) as bad_6h,
+        trailing_sum(total, t, 21600) over (partition by slo_number order by t) as total_6h,
+        trailing_sum(bad, t, 86400) over (partition by slo_number order by t) as bad_1d,
+        trailing_sum(total, t, 86400) over (partition by slo_number order by t) as total_1d,
+        trailing_sum(bad, t, 259200) over (partition by slo_number order by t) as bad_3d,
+        trailing_sum(total, t, 259200) over (partition by slo_number order by t) as total_3d,
+        lag(t) over (partition by slo_number order by t) as previous_t,
+        lead(t) over (partition by slo_number order by t) as next_t
     from series
 ),
 
 burns as (
     select
-        slo_id, t, at, previous_t, next_at,
+        slo_number, t, previous_t, next_t,
         case when total_5m > 0 then bad_5m / total_5m / (1 - objective) else 0 end as burn_5m,
         case when total_30m > 0 then bad_30m / total_30m / (1 - objective) else 0 end as burn_30m,
         case when total_1h > 0 then bad_1h / total_1h / (1 - objective) else 0 end as burn_1h,
@@ -104,11 +110,10 @@ burns as (
 -- Only the evaluations at which a rule fired: a small share of all of them.
 firing as (
     select
-        burns.slo_id,
+        burns.slo_number,
         burns.t,
-        burns.at,
         burns.previous_t,
-        burns.next_at,
+        burns.next_t,
         rules.rule,
         rules.severity,
         rules.burn_factor,
@@ -130,7 +135,8 @@ firing as (
 starts as (
     select
         firing.*,
-        coalesce(lag(t) over (partition by slo_id, rule order by t) <> previous_t, true) as is_start
+        coalesce(lag(t) over (partition by slo_number, rule order by t) <> previous_t, true)
+            as is_start
     from firing
 ),
 
@@ -138,39 +144,40 @@ islands as (
     select
         starts.*,
         sum(case when is_start then 1 else 0 end) over (
-            partition by slo_id, rule order by t rows between unbounded preceding and current row
+            partition by slo_number, rule order by t rows between unbounded preceding and current row
         ) as island
     from starts
 ),
 
 episodes as (
     select
-        slo_id,
+        slo_number,
         rule,
         max(severity) as severity,
         max(burn_factor) as burn_factor,
-        min(at) as fired_at,
+        min(t) as fired_t,
         -- The evaluation after the last firing one is the first that did not fire.
-        last_value(next_at order by t) as resolved_at,
+        last_value(next_t order by t) as resolved_t,
         max(long_burn) as peak_burn_rate
     from islands
-    group by slo_id, rule, island
+    group by slo_number, rule, island
 ),
 
 final as (
     select
-        episodes.slo_id,
+        numbered.slo_id,
         slos.service,
         episodes.rule,
         episodes.severity,
         episodes.burn_factor,
-        episodes.fired_at,
-        episodes.resolved_at,
-        (to_unixtime(coalesce(episodes.resolved_at, (select as_of from report_params)))
-            - to_unixtime(episodes.fired_at)) / 60.0 as duration_minutes,
+        arrow_cast(episodes.fired_t * 1000000, 'Timestamp(µs, "UTC")') as fired_at,
+        arrow_cast(episodes.resolved_t * 1000000, 'Timestamp(µs, "UTC")') as resolved_at,
+        (coalesce(episodes.resolved_t, cast(to_unixtime((select as_of from report_params)) as bigint))
+            - episodes.fired_t) / 60.0 as duration_minutes,
         episodes.peak_burn_rate
     from episodes
-    join slos on slos.slo_id = episodes.slo_id
+    join numbered on numbered.slo_number = episodes.slo_number
+    join slos on slos.slo_id = numbered.slo_id
 )
 
 select * from final order by slo_id, fired_at, rule
