@@ -17,7 +17,12 @@
 //! in the window is null. `seconds` is a constant and the rows must be ordered by `t`
 //! ascending. Burn-rate alerts are built on it.
 //!
-//! Why a function of our own: DataFusion 55 finds the bounds of a RANGE frame row by row
+//! `trailing_ratio(numerator, denominator, t, seconds) OVER (PARTITION BY ... ORDER BY t)`: the
+//! trailing sum of `numerator` over that of `denominator`, over the same window (a rate of
+//! events); null when either sum is null or the denominator's is not positive. One column where the two sums would take two: the
+//! burn-rate alerts hold every five-minute bin of the history at once.
+//!
+//! Why functions of our own: DataFusion 55 finds the bounds of a RANGE frame row by row
 //! through `ScalarValue`s (a value built, shifted and compared per step of the search), which
 //! cost about a microsecond per row and frame: the twelve frames of the burn-rate alerts took
 //! 13 µs a row. This one walks each partition once with two indices over the raw arrays.
@@ -43,7 +48,10 @@ pub fn all() -> Vec<ScalarUDF> {
 
 /// Every window function of this module, to register in a session.
 pub fn all_window() -> Vec<WindowUDF> {
-    vec![WindowUDF::from(TrailingSum::new())]
+    vec![
+        WindowUDF::from(Trailing::sum()),
+        WindowUDF::from(Trailing::ratio()),
+    ]
 }
 
 /// `histogram_count_within(bucket_bounds, bucket_counts, threshold)`; see the module docs.
@@ -100,23 +108,45 @@ impl ScalarUDFImpl for HistogramCountWithin {
     }
 }
 
-/// `trailing_sum(value, t, seconds)`; see the module docs.
+/// `trailing_sum(value, t, seconds)` and `trailing_ratio(numerator, denominator, t, seconds)`;
+/// see the module docs.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct TrailingSum {
+struct Trailing {
     signature: Signature,
+    ratio: bool,
 }
 
-impl TrailingSum {
-    fn new() -> Self {
-        TrailingSum {
+impl Trailing {
+    fn sum() -> Self {
+        Trailing {
             signature: Signature::any(3, Volatility::Immutable),
+            ratio: false,
+        }
+    }
+
+    fn ratio() -> Self {
+        Trailing {
+            signature: Signature::any(4, Volatility::Immutable),
+            ratio: true,
+        }
+    }
+
+    fn usage(&self) -> &'static str {
+        if self.ratio {
+            "trailing_ratio(numerator, denominator, t, seconds) takes two numbers and two integers"
+        } else {
+            "trailing_sum(value, t, seconds) takes a number and two integers"
         }
     }
 }
 
-impl WindowUDFImpl for TrailingSum {
+impl WindowUDFImpl for Trailing {
     fn name(&self) -> &str {
-        "trailing_sum"
+        if self.ratio {
+            "trailing_ratio"
+        } else {
+            "trailing_sum"
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -129,17 +159,18 @@ impl WindowUDFImpl for TrailingSum {
             .iter()
             .map(|f| f.data_type())
             .collect();
-        match types.as_slice() {
-            [value, t, seconds] if value.is_numeric() && t.is_integer() && seconds.is_integer() => {
-                Ok(Arc::new(Field::new(
-                    field_args.name(),
-                    DataType::Float64,
-                    true,
-                )))
-            }
-            _ => plan_err!(
-                "trailing_sum(value, t, seconds) takes a number and two integers, not {types:?}"
-            ),
+        let (values, times) = types.split_at(types.len().saturating_sub(2));
+        let fits = values.iter().all(|v| v.is_numeric())
+            && times.len() == 2
+            && times.iter().all(|t| t.is_integer());
+        if fits {
+            Ok(Arc::new(Field::new(
+                field_args.name(),
+                DataType::Float64,
+                true,
+            )))
+        } else {
+            plan_err!("{}, not {types:?}", self.usage())
         }
     }
 
@@ -149,33 +180,51 @@ impl WindowUDFImpl for TrailingSum {
     ) -> Result<Box<dyn PartitionEvaluator>> {
         let seconds = args
             .input_exprs()
-            .get(2)
+            .last()
             .and_then(|e| e.downcast_ref::<Literal>())
             .and_then(|l| l.value().cast_to(&DataType::Int64).ok());
         match seconds {
             Some(ScalarValue::Int64(Some(seconds))) if seconds > 0 => {
-                Ok(Box::new(TrailingSumEvaluator { seconds }))
+                Ok(Box::new(TrailingEvaluator {
+                    seconds,
+                    ratio: self.ratio,
+                }))
             }
-            _ => plan_err!("trailing_sum's window must be a constant positive number of seconds"),
+            _ => plan_err!(
+                "{}'s window must be a constant positive number of seconds",
+                self.name()
+            ),
         }
     }
 }
 
 #[derive(Debug)]
-struct TrailingSumEvaluator {
+struct TrailingEvaluator {
     seconds: i64,
+    ratio: bool,
 }
 
-impl PartitionEvaluator for TrailingSumEvaluator {
+impl PartitionEvaluator for TrailingEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
-        let value = datafusion::arrow::compute::cast(&values[0], &DataType::Float64)?;
-        let t = datafusion::arrow::compute::cast(&values[1], &DataType::Int64)?;
-        trailing_sums(
-            value.as_primitive::<Float64Type>(),
-            t.as_primitive::<Int64Type>(),
-            self.seconds,
-            num_rows,
-        )
+        let float = |i: usize| datafusion::arrow::compute::cast(&values[i], &DataType::Float64);
+        let t_index = if self.ratio { 2 } else { 1 };
+        let t = datafusion::arrow::compute::cast(&values[t_index], &DataType::Int64)?;
+        let t = t.as_primitive::<Int64Type>();
+        let first = trailing_sums(float(0)?.as_primitive(), t, self.seconds, num_rows)?;
+        if !self.ratio {
+            return Ok(Arc::new(first));
+        }
+        let second = trailing_sums(float(1)?.as_primitive(), t, self.seconds, num_rows)?;
+        // One output column where two sums would be two: the burn-rate alerts hold every bin.
+        let ratios: Float64Array = first
+            .iter()
+            .zip(second.iter())
+            .map(|(n, d)| match (n, d) {
+                (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+                _ => None,
+            })
+            .collect();
+        Ok(Arc::new(ratios))
     }
 }
 
@@ -188,7 +237,7 @@ fn trailing_sums(
     t: &Int64Array,
     seconds: i64,
     num_rows: usize,
-) -> Result<ArrayRef> {
+) -> Result<Float64Array> {
     if t.null_count() > 0 {
         return exec_err!("trailing_sum: t must not be null");
     }
@@ -224,7 +273,7 @@ fn trailing_sums(
             out.append_null();
         }
     }
-    Ok(Arc::new(out.finish()))
+    Ok(out.finish())
 }
 
 fn count_within(

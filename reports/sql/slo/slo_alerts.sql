@@ -68,43 +68,30 @@ series as (
     join numbered on numbered.slo_id = slo_events.slo_id
 ),
 
--- Sums over the trailing windows (t - w, t], w in seconds, with Maestro's trailing_sum (the
--- same as a RANGE frame of w - 1 preceding, many times faster). Events come in five-minute
--- bins, so the 5m window is the bin itself. The evaluations before and after each
--- one are taken in the same ordered pass, so episodes can be found among the firing rows alone.
-windowed as (
+-- Burn rates over the trailing windows (t - w, t], w in seconds: the share of bad events with
+-- Maestro's trailing_ratio (a ratio of sums over a RANGE frame of w - 1 preceding, many times
+-- faster, in one column), over the share the objective allows. Events come in five-minute bins,
+-- so the 5m window is the bin itself. The evaluations before and after each one are taken in
+-- the same ordered pass, so episodes can be found among the firing rows alone.
+burns as (
     select
-        slo_number, t, objective,
-        bad as bad_5m,
-        total as total_5m,
-        trailing_sum(bad, t, 1800) over (partition by slo_number order by t) as bad_30m,
-        trailing_sum(total, t, 1800) over (partition by slo_number order by t) as total_30m,
-        trailing_sum(bad, t, 3600) over (partition by slo_number order by t) as bad_1h,
-        trailing_sum(total, t, 3600) over (partition by slo_number order by t) as total_1h,
-        trailing_sum(bad, t, 7200) over (partition by slo_number order by t) as bad_2h,
-        trailing_sum(total, t, 7200) over (partition by slo_number order by t) as total_2h,
-        trailing_sum(bad, t, 21600) over (partition by slo_number order by t) as bad_6h,
-        trailing_sum(total, t, 21600) over (partition by slo_number order by t) as total_6h,
-        trailing_sum(bad, t, 86400) over (partition by slo_number order by t) as bad_1d,
-        trailing_sum(total, t, 86400) over (partition by slo_number order by t) as total_1d,
-        trailing_sum(bad, t, 259200) over (partition by slo_number order by t) as bad_3d,
-        trailing_sum(total, t, 259200) over (partition by slo_number order by t) as total_3d,
+        slo_number, t,
+        coalesce(case when total > 0 then bad / total end, 0) / (1 - objective) as burn_5m,
+        coalesce(trailing_ratio(bad, total, t, 1800) over (partition by slo_number order by t), 0)
+            / (1 - objective) as burn_30m,
+        coalesce(trailing_ratio(bad, total, t, 3600) over (partition by slo_number order by t), 0)
+            / (1 - objective) as burn_1h,
+        coalesce(trailing_ratio(bad, total, t, 7200) over (partition by slo_number order by t), 0)
+            / (1 - objective) as burn_2h,
+        coalesce(trailing_ratio(bad, total, t, 21600) over (partition by slo_number order by t), 0)
+            / (1 - objective) as burn_6h,
+        coalesce(trailing_ratio(bad, total, t, 86400) over (partition by slo_number order by t), 0)
+            / (1 - objective) as burn_1d,
+        coalesce(trailing_ratio(bad, total, t, 259200) over (partition by slo_number order by t), 0)
+            / (1 - objective) as burn_3d,
         lag(t) over (partition by slo_number order by t) as previous_t,
         lead(t) over (partition by slo_number order by t) as next_t
     from series
-),
-
-burns as (
-    select
-        slo_number, t, previous_t, next_t,
-        case when total_5m > 0 then bad_5m / total_5m / (1 - objective) else 0 end as burn_5m,
-        case when total_30m > 0 then bad_30m / total_30m / (1 - objective) else 0 end as burn_30m,
-        case when total_1h > 0 then bad_1h / total_1h / (1 - objective) else 0 end as burn_1h,
-        case when total_2h > 0 then bad_2h / total_2h / (1 - objective) else 0 end as burn_2h,
-        case when total_6h > 0 then bad_6h / total_6h / (1 - objective) else 0 end as burn_6h,
-        case when total_1d > 0 then bad_1d / total_1d / (1 - objective) else 0 end as burn_1d,
-        case when total_3d > 0 then bad_3d / total_3d / (1 - objective) else 0 end as burn_3d
-    from windowed
 ),
 
 -- Only the evaluations at which a rule fired: a small share of all of them.
