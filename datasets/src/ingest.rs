@@ -15,8 +15,6 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, Int64Array, StringArray};
-use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -844,7 +842,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 fn ingested_hashes(lake: &Lake) -> Result<HashSet<String>> {
     let mut hashes = HashSet::new();
     for part in lake.parts(&IngestedFile::TABLE)? {
-        for batch in read_columns(&part, &["source_sha256"])? {
+        for batch in crate::lake::read_parquet_columns(&part, &["source_sha256"])? {
             let column = batch
                 .column(0)
                 .as_any()
@@ -863,7 +861,7 @@ fn ingested_hashes(lake: &Lake) -> Result<HashSet<String>> {
 pub fn audit_chain_head(lake: &Lake) -> Result<(i64, String)> {
     let mut head = (0i64, GENESIS_HASH.to_string());
     for part in lake.parts(&AuditEvent::TABLE)? {
-        for batch in read_columns(&part, &["seq", "hash"])? {
+        for batch in crate::lake::read_parquet_columns(&part, &["seq", "hash"])? {
             let seq = batch.column(0).as_any().downcast_ref::<Int64Array>();
             let hash = batch.column(1).as_any().downcast_ref::<StringArray>();
             let (Some(seq), Some(hash)) = (seq, hash) else {
@@ -880,21 +878,4 @@ pub fn audit_chain_head(lake: &Lake) -> Result<(i64, String)> {
         }
     }
     Ok(head)
-}
-
-fn read_columns(
-    path: &Path,
-    columns: &[&str],
-) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| Error::parquet(path, e))?;
-    reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::arrow(path, e))
 }

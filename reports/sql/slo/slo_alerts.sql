@@ -77,21 +77,16 @@ burns as (
     select
         slo_number, t,
         coalesce(case when total > 0 then bad / total end, 0) / (1 - objective) as burn_5m,
-        coalesce(trailing_ratio(bad, total, t, 1800) over (partition by slo_number order by t), 0)
-            / (1 - objective) as burn_30m,
-        coalesce(trailing_ratio(bad, total, t, 3600) over (partition by slo_number order by t), 0)
-            / (1 - objective) as burn_1h,
-        coalesce(trailing_ratio(bad, total, t, 7200) over (partition by slo_number order by t), 0)
-            / (1 - objective) as burn_2h,
-        coalesce(trailing_ratio(bad, total, t, 21600) over (partition by slo_number order by t), 0)
-            / (1 - objective) as burn_6h,
-        coalesce(trailing_ratio(bad, total, t, 86400) over (partition by slo_number order by t), 0)
-            / (1 - objective) as burn_1d,
-        coalesce(trailing_ratio(bad, total, t, 259200) over (partition by slo_number order by t), 0)
-            / (1 - objective) as burn_3d,
-        lag(t) over (partition by slo_number order by t) as previous_t,
-        lead(t) over (partition by slo_number order by t) as next_t
+        coalesce(trailing_ratio(bad, total, t, 1800) over bins, 0) / (1 - objective) as burn_30m,
+        coalesce(trailing_ratio(bad, total, t, 3600) over bins, 0) / (1 - objective) as burn_1h,
+        coalesce(trailing_ratio(bad, total, t, 7200) over bins, 0) / (1 - objective) as burn_2h,
+        coalesce(trailing_ratio(bad, total, t, 21600) over bins, 0) / (1 - objective) as burn_6h,
+        coalesce(trailing_ratio(bad, total, t, 86400) over bins, 0) / (1 - objective) as burn_1d,
+        coalesce(trailing_ratio(bad, total, t, 259200) over bins, 0) / (1 - objective) as burn_3d,
+        lag(t) over bins as previous_t,
+        lead(t) over bins as next_t
     from series
+    window bins as (partition by slo_number order by t)
 ),
 
 -- Only the evaluations at which a rule fired: a small share of all of them.
