@@ -716,12 +716,11 @@ impl History {
             ratio(failures, runs)
         };
         let test_co_failure = self.co_failure.by_test.get(&test.case.test_id);
-        let co_failure = |paths: &mut dyn Iterator<Item = &String>| -> (f64, f64) {
+        let co_failure = |numbers: &[Option<u32>]| -> (f64, f64) {
             let mut best = 0.0f64;
             let mut count = 0u32;
-            for path in paths {
-                let number = self.co_failure.number(path);
-                if let Some(c) = test_co_failure.zip(number).and_then(|(m, n)| m.get(&n)) {
+            for number in numbers {
+                if let Some(c) = test_co_failure.zip(*number).and_then(|(m, n)| m.get(&n)) {
                     // One smoothed rate: a single co-failure in one run is weak evidence.
                     best = best.max(f64::from(c.failures) / (f64::from(c.runs) + 1.0));
                     count += c.failures;
@@ -729,8 +728,8 @@ impl History {
             }
             (best, f64::from(count).ln_1p())
         };
-        let (file_rate, file_count) = co_failure(&mut change.facts.files.iter());
-        let (dir_rate, dir_count) = co_failure(&mut change.directories.iter());
+        let (file_rate, file_count) = co_failure(&change.file_numbers);
+        let (dir_rate, dir_count) = co_failure(&change.directory_numbers);
         let fresh_tokens;
         let test_tokens = match state {
             Some(s) => &s.tokens,
@@ -883,16 +882,22 @@ fn directories(files: &[String]) -> Vec<String> {
 pub struct ChangePaths<'a> {
     /// The change itself.
     pub facts: &'a ChangeFacts,
-    directories: Vec<String>,
+    /// The numbers `history` gave its files and its directories (`None` for a path it has not
+    /// seen), so that each test looks paths up by number.
+    file_numbers: Vec<Option<u32>>,
+    directory_numbers: Vec<Option<u32>>,
     file_tokens: Vec<BTreeSet<String>>,
 }
 
 impl<'a> ChangePaths<'a> {
-    /// The change's directories and the word tokens of each of its files.
-    pub fn new(facts: &'a ChangeFacts) -> ChangePaths<'a> {
+    /// The change's files and directories as `history` numbers them, and the word tokens of
+    /// each of its files.
+    pub fn new(facts: &'a ChangeFacts, history: &History) -> ChangePaths<'a> {
+        let number = |path: &String| history.co_failure.number(path);
         ChangePaths {
             facts,
-            directories: directories(&facts.files),
+            file_numbers: facts.files.iter().map(number).collect(),
+            directory_numbers: directories(&facts.files).iter().map(number).collect(),
             file_tokens: facts.files.iter().map(|f| path_tokens(f)).collect(),
         }
     }
@@ -959,14 +964,19 @@ mod tests {
         };
         let mut history = History::new(Distances::new());
         let test = outcome("t", Outcome::Passed);
-        let before = history.features(&ChangePaths::new(&change), "api", &test, 0);
+        let before = history.features(&ChangePaths::new(&change, &history), "api", &test, 0);
         assert_eq!(feature(&before, "runs_seen"), 0.0);
         // "billing" of src/billing/invoice.rs is in the test's class; "invoice" is not.
         assert_eq!(feature(&before, "path_token_overlap"), 0.5);
 
         history.observe(&run(0, Outcome::Failed), &change);
         history.observe(&run(1, Outcome::Flaky), &change);
-        let after = history.features(&ChangePaths::new(&change), "api", &test, 40 * DAY_MICROS);
+        let after = history.features(
+            &ChangePaths::new(&change, &history),
+            "api",
+            &test,
+            40 * DAY_MICROS,
+        );
         assert_eq!(feature(&after, "fail_rate_all"), 0.5);
         assert_eq!(feature(&after, "flaky_rate"), 0.5);
         // Both runs are older than 30 days at day 40.

@@ -392,7 +392,7 @@ pub fn select_for_change(
         })
         .collect();
     let mut values = Vec::with_capacity(outcomes.len() * PAIR_FEATURES.len());
-    let paths = ChangePaths::new(&change);
+    let paths = ChangePaths::new(&change, history);
     for test in &outcomes {
         values.extend(history.features(&paths, &service, test, request.at));
     }
@@ -541,7 +541,7 @@ pub fn build_pairs_within(
     for (r, run) in runs.iter().enumerate() {
         let change = change_of(run, changes);
         if r >= first_kept && history.is_full(run) && run.change_id.is_some() {
-            let paths = ChangePaths::new(&change);
+            let paths = ChangePaths::new(&change, &history);
             for (t, test) in run.tests.iter().enumerate() {
                 if test.outcome == Outcome::Skipped {
                     continue;
