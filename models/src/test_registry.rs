@@ -520,3 +520,33 @@ fn card(m: &TestManifest) -> String {
     );
     text
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn run_on(day: i64) -> TestRun {
+        TestRun {
+            run_id: format!("r{day}"),
+            change_id: Some(format!("c{day}")),
+            service: "api".into(),
+            at: day * DAY_MICROS,
+            tests: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn at_most_fourteen_days_are_held_back() {
+        // 10 days: the newest 20% (2 runs) start at day 8.
+        let short: Vec<TestRun> = (0..10).map(run_on).collect();
+        assert_eq!(held_back_from(&short, 0.2).unwrap(), 8 * DAY_MICROS);
+        // 100 days: 20% would be 20 days; the cap keeps the last 14.
+        let long: Vec<TestRun> = (0..100).map(run_on).collect();
+        assert_eq!(
+            held_back_from(&long, 0.2).unwrap(),
+            (99 - MAX_HELD_BACK_DAYS) * DAY_MICROS
+        );
+        assert!(held_back_from(&[], 0.2).is_err());
+    }
+}
