@@ -19,9 +19,9 @@
 //! its last `--trace-days` only (23 days of 300 services hold about a million spans), and runs
 //! every report and control over it, printing each one's seconds and peak memory, then the
 //! executive report's.
-//! `maestro-scale plan [--services N] [--edges N]` writes a random acyclic service graph of N
-//! services and N edges (1M each by default) into a scratch lake and times `maestro plan --all`
-//! over it, printing seconds and peak memory.
+//! `maestro-scale plan [--services N] [--edges N] [--dir DIR]` writes a random acyclic service
+//! graph of N services and N edges (1M each by default) into a scratch lake (kept in DIR when
+//! given) and times `maestro plan --all` over it, printing seconds and peak memory.
 //! `maestro-scale nightly [--days N] [--services N] [--dir DIR]` generates a history into DIR
 //! (kept, so reruns reuse it) and times the whole nightly `maestro run` over it in a fresh
 //! lake, printing each job's seconds, rows and the process's peak memory when it ended.
@@ -101,13 +101,22 @@ fn main() -> anyhow::Result<()> {
                 &dir,
             )
         }
-        Some("plan") => plan_speed(
-            &maestro,
-            number("--services", 1e6)? as usize,
-            number("--edges", 1e6)? as usize,
-        ),
+        Some("plan") => {
+            let dir = match args.iter().position(|a| a == "--dir") {
+                Some(i) => Some(PathBuf::from(
+                    args.get(i + 1).context("--dir needs a folder")?,
+                )),
+                None => None,
+            };
+            plan_speed(
+                &maestro,
+                number("--services", 1e6)? as usize,
+                number("--edges", 1e6)? as usize,
+                dir.as_deref(),
+            )
+        }
         _ => bail!(
-            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | nightly [--days N] [--services N] [--dir DIR] | plan [--services N] [--edges N] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
+            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | nightly [--days N] [--services N] [--dir DIR] | plan [--services N] [--edges N] [--dir DIR] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
         ),
     }
 }
@@ -371,12 +380,28 @@ fn demo(maestro: &Path) -> anyhow::Result<()> {
 }
 
 /// Times `maestro plan --all` on a random acyclic graph: each edge goes from a service to one
-/// with a smaller number, so every service depends only on older ones.
-fn plan_speed(maestro: &Path, services: usize, edges: usize) -> anyhow::Result<()> {
+/// with a smaller number, so every service depends only on older ones. With `dir`, the lake is
+/// kept there (as `lake-plan`) for profiling; otherwise it is removed afterwards.
+fn plan_speed(
+    maestro: &Path,
+    services: usize,
+    edges: usize,
+    dir: Option<&Path>,
+) -> anyhow::Result<()> {
     use maestro_datasets::schema::ServiceEdge;
     use rand::{Rng, SeedableRng};
     let scratch = tempfile::tempdir()?;
-    let lake_dir = scratch.path().join("lake");
+    let lake_dir = match dir {
+        Some(dir) => {
+            let kept = dir.join("lake-plan");
+            if kept.exists() {
+                std::fs::remove_dir_all(&kept)
+                    .with_context(|| format!("removing the old {}", kept.display()))?;
+            }
+            kept
+        }
+        None => scratch.path().join("lake"),
+    };
     let lake = maestro_datasets::Lake::open(&lake_dir)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let name = |i: usize| format!("svc-{i:07}");

@@ -282,14 +282,41 @@ impl Txn<'_> {
                 }
             }
             Layout::KeyedSnapshot => {
-                let dir = self.lake.table_dir(&table);
-                let new = R::to_batch(&rows.iter().collect::<Vec<_>>());
-                let mut batches = keep_rows_not_in(&self.lake.read_table(&table)?, &table, &new)?;
-                batches.push(new);
-                self.replace_partition(&dir, &batches)?;
+                self.upsert_snapshot(&table, R::to_batch(&rows.iter().collect::<Vec<_>>()))?;
             }
         }
         Ok(())
+    }
+
+    /// Upserts rows of a keyed snapshot table given as one batch with the table's declared
+    /// schema: for a caller that holds its rows in columns already (a rollout plan of a
+    /// million services), where row structs of owned texts would cost more than the write.
+    pub fn upsert_batch<R: Row>(&mut self, batch: RecordBatch) -> Result<()> {
+        let table = R::TABLE;
+        if table.layout != Layout::KeyedSnapshot {
+            return Err(Error::Internal(format!(
+                "batches are upserted into keyed snapshots only, and {} is laid out by date",
+                table.name
+            )));
+        }
+        if batch.schema() != R::schema() {
+            return Err(Error::SchemaMismatch {
+                table: table.name.to_string(),
+                reason: "a batch to upsert does not have the declared schema".into(),
+            });
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.upsert_snapshot(&table, batch)
+    }
+
+    /// Replaces a keyed snapshot with `new` plus the rows whose keys `new` does not hold.
+    fn upsert_snapshot(&mut self, table: &TableDef, new: RecordBatch) -> Result<()> {
+        let dir = self.lake.table_dir(table);
+        let mut batches = keep_rows_not_in(&self.lake.read_table(table)?, table, &new)?;
+        batches.push(new);
+        self.replace_partition(&dir, &batches)
     }
 
     /// Replaces the whole report table `name` with `batches`, which share one schema. A report

@@ -8,10 +8,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use maestro_datasets::schema::RolloutPlan;
+use anyhow::Context;
+use datafusion::arrow::array::{Array, StringArray, StringBuilder};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::record_batch::RecordBatch;
+use maestro_datasets::schema::{RolloutPlan, Row};
 use petgraph::graph::{DiGraph, NodeIndex};
 use rayon::prelude::*;
-use serde::Serialize;
 
 /// Past deployments' median minutes per service, when the lake has none for it.
 const DEFAULT_MINUTES: f64 = 10.0;
@@ -33,27 +36,213 @@ pub struct PlanInputs {
     pub hold_above: f64,
 }
 
-/// A plan, or the cycles that prevent one.
-#[derive(Debug, Serialize)]
+/// A plan: its services in deployment order, by wave and by name within a wave, held in
+/// columns in that order. Every pass over a plan (its id, its table, its printed forms) reads
+/// them front to back; on a million services, reading per-service values by service number
+/// instead, in wave order, was a cache miss per value and most of the time.
 pub struct Plan {
-    #[serde(skip)]
-    pub services: Vec<RolloutPlan>,
     pub plan_id: String,
-    pub waves: Vec<Wave>,
+    pub parallelism: usize,
+    /// The sum of the waves' expected minutes: waves go one after the other.
+    pub total_minutes: f64,
+    pub critical_path_minutes: f64,
     /// Services on the longest chain of dependencies, first to deploy first.
     pub critical_path: Vec<String>,
-    pub critical_path_minutes: f64,
-    pub total_minutes: f64,
-    pub parallelism: usize,
+    pub waves: Vec<Wave>,
+    services: StringArray,
+    /// Each service's planned dependencies, in name order: `dependencies` between the
+    /// service's two offsets.
+    dependency_offsets: OffsetBuffer<i32>,
+    dependencies: StringArray,
+    wave_of: Vec<i64>,
+    stages: Vec<Stage>,
+    has_history: Vec<bool>,
+    risk: Vec<Option<f64>>,
+    blast_radius: Vec<u32>,
+    on_critical_path: Vec<bool>,
 }
 
 /// One wave: services deployed together.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Wave {
+    /// 1 for the first wave.
     pub wave: i64,
-    pub services: Vec<String>,
     /// The longest expected duration in the wave: they run side by side.
     pub expected_minutes: f64,
+    /// Where its services lie in the plan's order.
+    start: usize,
+    end: usize,
+}
+
+impl Wave {
+    /// How many services it deploys.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// One service of a plan: a `rollout_plans` row without the plan id.
+pub struct PlannedService<'p> {
+    pub service: &'p str,
+    pub wave: i64,
+    /// rolling, or canary.
+    pub strategy: &'static str,
+    /// Traffic share of each step, in percent, ending at 100.
+    pub traffic_steps: &'static [f64],
+    pub expected_minutes: f64,
+    pub has_history: bool,
+    pub risk: Option<f64>,
+    pub blast_radius: i64,
+    pub is_on_critical_path: bool,
+    dependencies: &'p StringArray,
+    dependency_range: std::ops::Range<usize>,
+}
+
+impl<'p> PlannedService<'p> {
+    /// The planned services this one depends on, in name order.
+    pub fn depends_on(&self) -> impl ExactSizeIterator<Item = &'p str> + use<'p> {
+        let dependencies = self.dependencies;
+        self.dependency_range
+            .clone()
+            .map(move |j| dependencies.value(j))
+    }
+
+    /// Whether the blast radius stopped at the cap, so that it means "at least".
+    pub fn blast_radius_is_capped(&self) -> bool {
+        self.blast_radius as usize >= BLAST_RADIUS_CAP
+    }
+}
+
+impl Plan {
+    /// How many services the plan deploys.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The planned services in deployment order.
+    pub fn services(&self) -> impl ExactSizeIterator<Item = PlannedService<'_>> {
+        (0..self.len()).map(|i| self.service(i))
+    }
+
+    /// The service at position `i` of the deployment order.
+    pub fn service(&self, i: usize) -> PlannedService<'_> {
+        let stage = &self.stages[i];
+        let offsets = &self.dependency_offsets;
+        PlannedService {
+            service: self.services.value(i),
+            wave: self.wave_of[i],
+            strategy: stage.strategy,
+            traffic_steps: stage.steps,
+            expected_minutes: stage.minutes,
+            has_history: self.has_history[i],
+            risk: self.risk[i],
+            blast_radius: self.blast_radius[i] as i64,
+            is_on_critical_path: self.on_critical_path[i],
+            dependencies: &self.dependencies,
+            dependency_range: offsets[i] as usize..offsets[i + 1] as usize,
+        }
+    }
+
+    /// The services of one wave, in name order.
+    pub fn wave_services(&self, wave: &Wave) -> impl ExactSizeIterator<Item = &str> {
+        (wave.start..wave.end).map(|i| self.services.value(i))
+    }
+
+    /// The plan as `rollout_plans` rows. The texts are the plan's own arrays, shared.
+    pub fn to_batch(&self) -> anyhow::Result<RecordBatch> {
+        use datafusion::arrow::array::{
+            ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray,
+        };
+        use datafusion::arrow::datatypes::DataType;
+        use std::sync::Arc;
+
+        let schema = RolloutPlan::schema();
+        let item_field = |column: &str| match schema.field_with_name(column).map(|f| f.data_type())
+        {
+            Ok(DataType::List(item)) => Ok(item.clone()),
+            _ => Err(anyhow::anyhow!(
+                "rollout_plans.{column} is not declared as a list"
+            )),
+        };
+        let steps: Vec<f64> = self
+            .stages
+            .iter()
+            .flat_map(|stage| stage.steps.iter().copied())
+            .collect();
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "plan_id",
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    &self.plan_id,
+                    self.len(),
+                ))),
+            ),
+            ("service", Arc::new(self.services.clone())),
+            ("wave", Arc::new(Int64Array::from(self.wave_of.clone()))),
+            (
+                "depends_on",
+                Arc::new(ListArray::try_new(
+                    item_field("depends_on")?,
+                    self.dependency_offsets.clone(),
+                    Arc::new(self.dependencies.clone()),
+                    None,
+                )?),
+            ),
+            (
+                "strategy",
+                Arc::new(StringArray::from_iter_values(
+                    self.stages.iter().map(|stage| stage.strategy),
+                )),
+            ),
+            (
+                "traffic_steps",
+                Arc::new(ListArray::try_new(
+                    item_field("traffic_steps")?,
+                    OffsetBuffer::from_lengths(self.stages.iter().map(|stage| stage.steps.len())),
+                    Arc::new(Float64Array::from(steps)),
+                    None,
+                )?),
+            ),
+            (
+                "expected_minutes",
+                Arc::new(Float64Array::from_iter_values(
+                    self.stages.iter().map(|stage| stage.minutes),
+                )),
+            ),
+            (
+                "has_history",
+                Arc::new(BooleanArray::from(self.has_history.clone())),
+            ),
+            ("risk", Arc::new(Float64Array::from(self.risk.clone()))),
+            (
+                "blast_radius",
+                Arc::new(Int64Array::from_iter_values(
+                    self.blast_radius.iter().map(|&r| r as i64),
+                )),
+            ),
+            (
+                "is_on_critical_path",
+                Arc::new(BooleanArray::from(self.on_critical_path.clone())),
+            ),
+        ];
+        // Matched by name, so that a column declared in another order, or a new one, cannot
+        // land in the wrong place unnoticed.
+        let mut by_name: HashMap<&str, ArrayRef> = columns.into_iter().collect();
+        let ordered = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                by_name.remove(field.name().as_str()).with_context(|| {
+                    format!("rollout_plans.{} is not built by the planner", field.name())
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(
+            by_name.is_empty(),
+            "the planner builds columns rollout_plans does not declare"
+        );
+        Ok(RecordBatch::try_new(schema, ordered)?)
+    }
 }
 
 /// Why no plan could be made.
@@ -92,7 +281,8 @@ impl Adjacency {
 /// The service dependency graph. Services are numbered in name order, so ordering by number
 /// orders by name: plans come out the same whatever order the edges were read in.
 pub struct ServiceGraph {
-    names: Vec<String>,
+    /// Every service's name, by number.
+    names: StringArray,
     /// Dependencies of each service (`from -> to`: from depends on to).
     depends_on: Adjacency,
     /// Services that depend on each: the reverse edges.
@@ -104,55 +294,65 @@ impl ServiceGraph {
     /// services, which need not have an edge.
     pub fn new(edges: &[(&str, &str)], more: &[&str]) -> ServiceGraph {
         let started = std::time::Instant::now();
-        // Numbered as first seen, then renumbered by name.
-        let mut seen: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
-        seen.reserve(edges.len() + more.len());
-        let mut first_seen: Vec<&str> = Vec::with_capacity(edges.len() + more.len());
-        let mut number = |name| -> u32 {
-            *seen.entry(name).or_insert_with(|| {
-                first_seen.push(name);
-                first_seen.len() as u32 - 1
-            })
-        };
-        let mut pairs: Vec<(u32, u32)> = edges
+        // Every mention of a service (both ends of each edge, then the named ones) is sorted by
+        // name; a service's number is its rank among the distinct names. Sorting numbers and
+        // orders the services at once, where a hash map to number them, then a sort of the
+        // names, took twice as long on a million services. Names are compared by a key of
+        // their first 16 bytes and their length, which orders names of up to 16 bytes fully,
+        // so the texts are read only to tell apart longer names that share their first 16.
+        let mentions: Vec<&str> = edges
             .iter()
-            .map(|&(from, to)| (number(from), number(to)))
+            .flat_map(|&(from, to)| [from, to])
+            .chain(more.iter().copied())
             .collect();
-        for &name in more {
-            number(name);
+        let mut sorted: Vec<(NameKey, u32)> = mentions
+            .par_iter()
+            .enumerate()
+            .map(|(i, name)| (NameKey::of(name), i as u32))
+            .collect();
+        let text_of = |i: u32| mentions[i as usize];
+        sorted.par_sort_unstable_by(|a, b| a.0.compare(&b.0, || text_of(a.1).cmp(text_of(b.1))));
+        let mut number_of_mention = vec![0u32; mentions.len()];
+        let mut names = StringBuilder::new();
+        let mut previous: Option<(NameKey, u32)> = None;
+        let mut count = 0u32;
+        for &(key, i) in &sorted {
+            let is_new = previous.is_none_or(|(previous_key, previous_i)| {
+                previous_key
+                    .compare(&key, || text_of(previous_i).cmp(text_of(i)))
+                    .is_ne()
+            });
+            if is_new {
+                names.append_value(text_of(i));
+                count += 1;
+                previous = Some((key, i));
+            }
+            number_of_mention[i as usize] = count - 1;
         }
-        drop(seen);
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "graph: numbered");
-        let mut by_name: Vec<u32> = (0..first_seen.len() as u32).collect();
-        by_name.par_sort_unstable_by_key(|&i| first_seen[i as usize]);
-        let mut renumber = vec![0u32; by_name.len()];
-        for (rank, &i) in by_name.iter().enumerate() {
-            renumber[i as usize] = rank as u32;
-        }
-        for pair in &mut pairs {
-            *pair = (renumber[pair.0 as usize], renumber[pair.1 as usize]);
-        }
+        drop(sorted);
         tracing::debug!(
             seconds = started.elapsed().as_secs_f64(),
-            "graph: sorted by name"
+            "graph: numbered in name order"
         );
+        let mut pairs: Vec<(u32, u32)> = (0..edges.len())
+            .map(|e| (number_of_mention[2 * e], number_of_mention[2 * e + 1]))
+            .collect();
+        drop(number_of_mention);
+        let count = count as usize;
         pairs.par_sort_unstable();
         pairs.dedup();
-        let depends_on = Adjacency::new(by_name.len(), &pairs);
+        let depends_on = Adjacency::new(count, &pairs);
         for pair in &mut pairs {
             *pair = (pair.1, pair.0);
         }
         pairs.par_sort_unstable();
-        let dependents = Adjacency::new(by_name.len(), &pairs);
+        let dependents = Adjacency::new(count, &pairs);
         tracing::debug!(
             seconds = started.elapsed().as_secs_f64(),
             "graph: adjacency"
         );
         ServiceGraph {
-            names: by_name
-                .iter()
-                .map(|&i| first_seen[i as usize].to_string())
-                .collect(),
+            names: names.finish(),
             depends_on,
             dependents,
         }
@@ -162,56 +362,160 @@ impl ServiceGraph {
         self.names.len()
     }
 
+    fn name(&self, number: u32) -> &str {
+        self.names.value(number as usize)
+    }
+
+    /// The names of the services `numbers`, in that order.
+    fn names_of(&self, numbers: &[u32]) -> StringArray {
+        let mut names = StringBuilder::with_capacity(numbers.len(), numbers.len() * 16);
+        for &s in numbers {
+            names.append_value(self.name(s));
+        }
+        names.finish()
+    }
+
     fn number_of(&self, name: &str) -> Option<u32> {
-        self.names
-            .binary_search_by(|n| n.as_str().cmp(name))
-            .ok()
-            .map(|i| i as u32)
+        let (mut low, mut high) = (0, self.names.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            match self.names.value(mid).cmp(name) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
     }
 
     /// How many services reach `start` through dependencies, capped at `BLAST_RADIUS_CAP`.
-    /// `known` holds the radii found so far: one dependent at the cap puts `start` at it too,
-    /// since everything that reaches the dependent reaches `start` (even through a cycle
-    /// outside the plan, which can only take `start` itself out of the count). That settles
-    /// most services of a large graph without a search.
-    fn blast_radius(
-        &self,
-        start: u32,
-        known: &[Option<u32>],
-        seen: &mut [u32],
-        queue: &mut Vec<u32>,
-    ) -> u32 {
+    /// `known` holds the radii found so far (`UNKNOWN` where not): reaching a dependent at the
+    /// cap puts `start` at it too, since everything that reaches the dependent reaches `start`
+    /// (even through a cycle outside the plan, which can only take `start` itself out of the
+    /// count). That settles most services of a large graph without a search.
+    fn blast_radius(&self, start: u32, known: &[u32], reached: &mut Reached) -> u32 {
         let cap = BLAST_RADIUS_CAP as u32;
+        let at_cap = |d: u32| known[d as usize] != UNKNOWN && known[d as usize] >= cap;
         let direct = self.dependents.of(start);
         if direct.is_empty() {
             return 0;
         }
-        if direct
-            .iter()
-            .any(|&d| known[d as usize].is_some_and(|r| r >= cap))
-        {
+        if direct.iter().any(|&d| at_cap(d)) {
             return cap;
         }
-        // Breadth-first over dependents; `queue` is reused from call to call.
-        let stamp = start + 1;
-        queue.clear();
-        queue.push(start);
-        seen[start as usize] = stamp;
+        // Breadth-first over dependents.
+        reached.start(start);
         let mut next = 0;
-        while next < queue.len() {
-            let node = queue[next];
+        while next < reached.queue.len() {
+            let node = reached.queue[next];
             next += 1;
             for &dependent in self.dependents.of(node) {
-                if seen[dependent as usize] != stamp {
-                    seen[dependent as usize] = stamp;
-                    queue.push(dependent);
-                    if queue.len() > BLAST_RADIUS_CAP {
-                        return cap;
-                    }
+                if reached.insert(dependent)
+                    && (reached.queue.len() > BLAST_RADIUS_CAP || at_cap(dependent))
+                {
+                    return cap;
                 }
             }
         }
-        queue.len() as u32 - 1
+        reached.queue.len() as u32 - 1
+    }
+}
+
+/// A radius not yet found.
+const UNKNOWN: u32 = u32::MAX;
+
+/// Layers at least this large have their blast radii found on every core.
+const PARALLEL_LAYER: usize = 4096;
+
+/// The services one blast-radius search has reached (at most `BLAST_RADIUS_CAP` + 1), in
+/// search order and in a small open-addressing set that stays in cache. A slot belongs to the
+/// current search only when it carries the search's stamp, so nothing is cleared between
+/// searches; a flag per service of the graph, the earlier way, was a cache miss per visit.
+struct Reached {
+    queue: Vec<u32>,
+    /// (stamp, service) per slot.
+    slots: Vec<(u32, u32)>,
+    stamp: u32,
+}
+
+impl Reached {
+    /// Slots: a power of two, over twice the most services a search keeps.
+    const SLOTS: usize = 256;
+
+    fn new() -> Reached {
+        Reached {
+            queue: Vec::with_capacity(BLAST_RADIUS_CAP + 1),
+            slots: vec![(0, 0); Self::SLOTS],
+            stamp: 0,
+        }
+    }
+
+    /// Begins a search from `start`.
+    fn start(&mut self, start: u32) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.slots.fill((0, 0));
+            self.stamp = 1;
+        }
+        self.queue.clear();
+        self.insert(start);
+    }
+
+    /// Adds a service; false when this search had reached it already.
+    fn insert(&mut self, service: u32) -> bool {
+        let mut slot = (service.wrapping_mul(0x9E37_79B1) >> 24) as usize;
+        loop {
+            let (stamp, held) = self.slots[slot];
+            if stamp != self.stamp {
+                self.slots[slot] = (self.stamp, service);
+                self.queue.push(service);
+                return true;
+            }
+            if held == service {
+                return false;
+            }
+            slot = (slot + 1) % Self::SLOTS;
+        }
+    }
+}
+
+/// What orders names without reading them: the first 16 bytes as a big-endian integer
+/// (zero-padded) and the length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct NameKey {
+    prefix: u128,
+    length: usize,
+}
+
+impl NameKey {
+    const PREFIX_BYTES: usize = 16;
+
+    fn of(name: &str) -> NameKey {
+        let mut bytes = [0u8; Self::PREFIX_BYTES];
+        let n = name.len().min(Self::PREFIX_BYTES);
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        NameKey {
+            prefix: u128::from_be_bytes(bytes),
+            length: name.len(),
+        }
+    }
+
+    /// The order of the two names, reading their texts (`by_text`) only when both are longer
+    /// than the prefix and share it. With equal prefixes and one name within the prefix, that
+    /// name is the start of the other (the other's next bytes match the zero padding), so the
+    /// shorter comes first.
+    fn compare(
+        &self,
+        other: &NameKey,
+        by_text: impl FnOnce() -> std::cmp::Ordering,
+    ) -> std::cmp::Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            if self.length > Self::PREFIX_BYTES && other.length > Self::PREFIX_BYTES {
+                by_text()
+            } else {
+                self.length.cmp(&other.length)
+            }
+        })
     }
 }
 
@@ -235,18 +539,27 @@ pub fn plan(
         .filter(|&s| is_selected[s as usize])
         .collect();
 
-    // Kahn's ordering over the selected services: a service is ready once every selected
-    // dependency is placed. Its layer is one after its last dependency's, and the critical
-    // path runs through the dependency that finishes last (the first in name order on a tie).
+    // History and risk by service number: the lake's maps name at most the services that
+    // deployed, so they are looked up in the graph, not the graph in them.
+    let by_number = |values: &HashMap<String, f64>| {
+        let mut out = vec![None; count];
+        for (name, &value) in values {
+            if let Some(s) = graph.number_of(name) {
+                out[s as usize] = Some(value);
+            }
+        }
+        out
+    };
+    let history_minutes = by_number(&inputs.minutes);
+    let risk = by_number(&inputs.risk);
     let fallback_minutes = median_of(inputs.minutes.values()).unwrap_or(DEFAULT_MINUTES);
-    let history_minutes = |s: u32| inputs.minutes.get(&graph.names[s as usize]).copied();
-    let stages: Vec<Option<Stage>> = (0..count as u32)
+    let stages: Vec<Option<Stage>> = (0..count)
         .map(|s| {
-            is_selected[s as usize].then(|| {
+            is_selected[s].then(|| {
                 canary_plan(
                     inputs,
-                    &graph.names[s as usize],
-                    history_minutes(s).unwrap_or(fallback_minutes),
+                    risk[s],
+                    history_minutes[s].unwrap_or(fallback_minutes),
                 )
             })
         })
@@ -256,6 +569,10 @@ pub fn plan(
             .as_ref()
             .map_or(0.0, |stage| stage.minutes)
     };
+
+    // Kahn's ordering over the selected services: a service is ready once every selected
+    // dependency is placed. Its layer is one after its last dependency's, and the critical
+    // path runs through the dependency that finishes last (the first in name order on a tie).
     let mut waiting_on = vec![0u32; count];
     for &s in &selected {
         waiting_on[s as usize] = graph
@@ -305,6 +622,7 @@ pub fn plan(
             .collect();
         return Err(Cycles(cycles(graph, &stuck)));
     }
+    drop(order);
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "ordered");
 
     let mut last: Option<u32> = None;
@@ -314,12 +632,12 @@ pub fn plan(
         }
     }
     let critical_path_minutes = last.map_or(0.0, |s| finish[s as usize]);
-    let mut critical = Vec::new();
+    let mut critical_path = Vec::new();
     while let Some(s) = last {
-        critical.push(s);
+        critical_path.push(s);
         last = came_from[s as usize];
     }
-    critical.reverse();
+    critical_path.reverse();
 
     // Waves: each layer in name order, cut to the parallelism limit.
     let layers = selected
@@ -333,21 +651,21 @@ pub fn plan(
     }
     let limit = parallelism.max(1);
     let mut waves = Vec::new();
-    let mut wave_of = vec![0i64; count];
+    let mut wave_of = vec![0u32; count];
+    let mut start = 0;
     for members in &by_layer {
         for chunk in members.chunks(limit) {
-            let number = waves.len() as i64 + 1;
+            let number = waves.len() as u32 + 1;
             for &s in chunk {
                 wave_of[s as usize] = number;
             }
             waves.push(Wave {
-                wave: number,
-                services: chunk
-                    .iter()
-                    .map(|&s| graph.names[s as usize].clone())
-                    .collect(),
+                wave: number as i64,
                 expected_minutes: chunk.iter().map(|&s| minutes_of(s)).fold(0.0, f64::max),
+                start,
+                end: start + chunk.len(),
             });
+            start += chunk.len();
         }
     }
     let total_minutes = waves.iter().map(|w| w.expected_minutes).sum();
@@ -358,82 +676,95 @@ pub fn plan(
     );
 
     // Blast radii, dependents first so that a dependent's radius is known before its
-    // dependencies'.
-    let mut radius: Vec<Option<u32>> = vec![None; count];
-    let mut seen = vec![0u32; count];
-    let mut queue = Vec::with_capacity(BLAST_RADIUS_CAP + 1);
-    for &s in order.iter().rev() {
-        radius[s as usize] = Some(graph.blast_radius(s, &radius, &mut seen, &mut queue));
+    // dependencies': a layer's dependents among the planned services are all in later layers,
+    // so the services of one layer are independent and a large layer is shared out.
+    let mut radius = vec![UNKNOWN; count];
+    let mut reached = Reached::new();
+    for members in by_layer.iter().rev() {
+        if members.len() >= PARALLEL_LAYER {
+            let found: Vec<u32> = members
+                .par_iter()
+                .map_init(Reached::new, |reached, &s| {
+                    graph.blast_radius(s, &radius, reached)
+                })
+                .collect();
+            for (&s, r) in members.iter().zip(found) {
+                radius[s as usize] = r;
+            }
+        } else {
+            for &s in members {
+                radius[s as usize] = graph.blast_radius(s, &radius, &mut reached);
+            }
+        }
     }
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "blast radii");
 
-    let mut on_critical = vec![false; count];
-    for &s in &critical {
-        on_critical[s as usize] = true;
+    let mut on_critical_path = vec![false; count];
+    for &s in &critical_path {
+        on_critical_path[s as usize] = true;
     }
-    // Rows by wave, and by name within a wave: the layers' order. Built on every core: a
-    // million rows of owned text are most of a large plan's time.
-    let in_order: Vec<u32> = by_layer.iter().flatten().copied().collect();
-    let mut rows: Vec<RolloutPlan> = in_order
-        .par_iter()
-        .map(|&s| {
-            let stage = stages[s as usize]
-                .as_ref()
-                .expect("selected services have a stage");
-            RolloutPlan {
-                plan_id: String::new(),
-                service: graph.names[s as usize].clone(),
-                wave: wave_of[s as usize],
-                depends_on: graph
-                    .depends_on
-                    .of(s)
-                    .iter()
-                    .filter(|&&d| is_selected[d as usize])
-                    .map(|&d| graph.names[d as usize].clone())
-                    .collect(),
-                strategy: stage.strategy.to_string(),
-                traffic_steps: stage.steps.to_vec(),
-                expected_minutes: stage.minutes,
-                has_history: history_minutes(s).is_some(),
-                risk: inputs.risk.get(&graph.names[s as usize]).copied(),
-                blast_radius: radius[s as usize].unwrap_or(0) as i64,
-                is_on_critical_path: on_critical[s as usize],
-            }
-        })
-        .collect();
-    let plan_id = plan_id(&rows, limit);
-    tracing::debug!(
-        seconds = started.elapsed().as_secs_f64(),
-        "rows and plan id"
-    );
-    rows.par_iter_mut()
-        .for_each(|row| row.plan_id.clone_from(&plan_id));
-    Ok(Plan {
-        plan_id,
-        services: rows,
-        waves,
-        critical_path: critical
-            .iter()
-            .map(|&s| graph.names[s as usize].clone())
-            .collect(),
-        critical_path_minutes,
-        total_minutes,
+    // Gathered once into deployment order: every later pass reads in that order.
+    let order: Vec<u32> = by_layer.into_iter().flatten().collect();
+    let mut dependency_numbers = Vec::new();
+    let mut dependency_counts = Vec::with_capacity(order.len());
+    for &s in &order {
+        let before = dependency_numbers.len();
+        dependency_numbers.extend(
+            graph
+                .depends_on
+                .of(s)
+                .iter()
+                .filter(|&&d| is_selected[d as usize]),
+        );
+        dependency_counts.push(dependency_numbers.len() - before);
+    }
+    let mut plan = Plan {
+        plan_id: String::new(),
         parallelism: limit,
-    })
+        total_minutes,
+        critical_path_minutes,
+        critical_path: critical_path
+            .iter()
+            .map(|&s| graph.name(s).to_string())
+            .collect(),
+        waves,
+        services: graph.names_of(&order),
+        dependency_offsets: OffsetBuffer::from_lengths(dependency_counts),
+        dependencies: graph.names_of(&dependency_numbers),
+        wave_of: order.iter().map(|&s| wave_of[s as usize] as i64).collect(),
+        stages: order
+            .iter()
+            .map(|&s| stages[s as usize].expect("planned services have a stage"))
+            .collect(),
+        has_history: order
+            .iter()
+            .map(|&s| history_minutes[s as usize].is_some())
+            .collect(),
+        risk: order.iter().map(|&s| risk[s as usize]).collect(),
+        blast_radius: order.iter().map(|&s| radius[s as usize]).collect(),
+        on_critical_path: order
+            .iter()
+            .map(|&s| on_critical_path[s as usize])
+            .collect(),
+    };
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "gathered");
+    plan.plan_id = plan_id(&plan);
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), "plan id");
+    Ok(plan)
 }
 
 /// The plan's id: a hash of what it says, so the same plan has the same id.
-fn plan_id(rows: &[RolloutPlan], parallelism: usize) -> String {
+fn plan_id(plan: &Plan) -> String {
     use sha2::{Digest, Sha256};
     // Fields go in as bytes, each text ended by a separator byte, gathered first and hashed
     // in one pass: a million rows hash in a fraction of a second, where formatting them took
     // seconds and hashing field by field over one.
-    let mut bytes: Vec<u8> = Vec::with_capacity(rows.len() * 64);
-    bytes.extend(parallelism.to_le_bytes());
-    for row in rows {
-        for text in [&row.service, &row.strategy]
+    let mut bytes: Vec<u8> = Vec::with_capacity(plan.len() * 64);
+    bytes.extend(plan.parallelism.to_le_bytes());
+    for row in plan.services() {
+        for text in [row.service, row.strategy]
             .into_iter()
-            .chain(row.depends_on.iter())
+            .chain(row.depends_on())
         {
             bytes.extend(text.as_bytes());
             bytes.push(0x1f);
@@ -450,6 +781,7 @@ fn plan_id(rows: &[RolloutPlan], parallelism: usize) -> String {
 }
 
 /// How one service goes out.
+#[derive(Debug, Clone, Copy)]
 struct Stage {
     strategy: &'static str,
     /// Traffic share of each step, in percent, ending at 100.
@@ -462,10 +794,10 @@ struct Stage {
 /// `hold_above` a canary at 5, 25, 50 and 100% with 10 minutes of bake per step; above it (or
 /// with no verdict at all, treated as unknown and so watched) a slower canary from 1% with 20
 /// minutes per step.
-fn canary_plan(inputs: &PlanInputs, service: &str, deploy_minutes: f64) -> Stage {
-    let (strategy, steps, bake): (&str, &'static [f64], f64) = match inputs.risk.get(service) {
-        Some(&p) if p < inputs.canary_above => ("rolling", &[100.0], 0.0),
-        Some(&p) if p < inputs.hold_above => ("canary", &[5.0, 25.0, 50.0, 100.0], 10.0),
+fn canary_plan(inputs: &PlanInputs, risk: Option<f64>, deploy_minutes: f64) -> Stage {
+    let (strategy, steps, bake): (&'static str, &'static [f64], f64) = match risk {
+        Some(p) if p < inputs.canary_above => ("rolling", &[100.0], 0.0),
+        Some(p) if p < inputs.hold_above => ("canary", &[5.0, 25.0, 50.0, 100.0], 10.0),
         _ => ("canary", &[1.0, 5.0, 25.0, 50.0, 100.0], 20.0),
     };
     Stage {
@@ -502,7 +834,7 @@ fn cycles(graph: &ServiceGraph, stuck: &[u32]) -> Vec<Vec<String>> {
             }
         }
     }
-    let name = |n: NodeIndex| graph.names[sub[n] as usize].clone();
+    let name = |n: NodeIndex| graph.name(sub[n]).to_string();
     let mut found = Vec::new();
     for component in petgraph::algo::tarjan_scc(&sub) {
         let is_cycle = component.len() > 1 || sub.contains_edge(component[0], component[0]);
@@ -547,4 +879,64 @@ fn cycles(graph: &ServiceGraph, stuck: &[u32]) -> Vec<Vec<String>> {
     }
     found.sort();
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names that test the sort key: empty ones, NUL bytes (which equal the key's padding),
+    /// names of exactly 16 bytes, longer names sharing their first 16, and non-ASCII ones.
+    fn awkward_names() -> Vec<String> {
+        let mut names = Vec::new();
+        for head in ["", "\0", "a", "a\0", "b"] {
+            for tail in ["", "\0", "z"] {
+                names.push(format!("{head}{tail}"));
+            }
+        }
+        let sixteen = "service-name-16b";
+        assert_eq!(sixteen.len(), NameKey::PREFIX_BYTES);
+        for tail in ["", "\0", "\0\0", "a", "ab", "b"] {
+            names.push(format!("{sixteen}{tail}"));
+            names.push(format!("{tail}{sixteen}"));
+        }
+        names.extend(["e", "é", "ü-a-long-name-beyond-sixteen-bytes"].map(String::from));
+        names
+    }
+
+    #[test]
+    fn name_keys_order_names_as_their_bytes_do() {
+        let names = awkward_names();
+        for a in &names {
+            for b in &names {
+                let by_key = NameKey::of(a).compare(&NameKey::of(b), || a.cmp(b));
+                assert_eq!(by_key, a.cmp(b), "{a:?} against {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn services_are_numbered_in_name_order_and_keep_their_edges() {
+        let names = awkward_names();
+        let n = names.len();
+        // Every edge twice, in a scrambled order.
+        let edges: Vec<(&str, &str)> = (0..2 * n)
+            .map(|i| (names[(i * 7) % n].as_str(), names[(i * 7 + 3) % n].as_str()))
+            .collect();
+        let more: Vec<&str> = names.iter().map(String::as_str).collect();
+        let graph = ServiceGraph::new(&edges, &more);
+
+        let mut expected: Vec<&str> = more.clone();
+        expected.sort();
+        expected.dedup();
+        let numbered: Vec<&str> = (0..graph.len() as u32).map(|s| graph.name(s)).collect();
+        assert_eq!(numbered, expected);
+        for &(from, to) in &edges {
+            let (from, to) = (graph.number_of(from).unwrap(), graph.number_of(to).unwrap());
+            assert!(graph.depends_on.of(from).contains(&to));
+            assert!(graph.dependents.of(to).contains(&from));
+        }
+        let distinct: std::collections::BTreeSet<_> = edges.iter().collect();
+        assert_eq!(graph.depends_on.targets.len(), distinct.len());
+    }
 }
