@@ -467,3 +467,41 @@ fn mermaid(plan: &Plan) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_padded_and_rounded_as_format_would() {
+        for cell in ["", "db", "ü-service", "a-name-longer-than-the-column-width"] {
+            for width in [0, 4, 8, 24] {
+                let (mut left, mut right) = (String::new(), String::new());
+                pad(&mut left, cell, width, Align::Left);
+                pad(&mut right, cell, width, Align::Right);
+                assert_eq!(left, format!("{cell:<width$}"));
+                assert_eq!(right, format!("{cell:>width$}"));
+            }
+        }
+        for value in [
+            0.0,
+            0.5,
+            1.5,
+            2.5,
+            14.49,
+            14.5,
+            90.0,
+            1e14 + 0.5,
+            1e15,
+            3e20,
+            -0.4,
+            -2.5,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            let mut text = String::new();
+            whole_number(&mut text, value);
+            assert_eq!(text, format!("{value:.0}"), "{value}");
+        }
+    }
+}
