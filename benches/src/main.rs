@@ -68,10 +68,8 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Some("reports") => {
-            let dir = match args.iter().position(|a| a == "--dir") {
-                Some(i) => PathBuf::from(args.get(i + 1).context("--dir needs a folder")?),
-                None => std::env::temp_dir().join("maestro-scale-reports"),
-            };
+            let dir = dir_flag(&args)?
+                .unwrap_or_else(|| std::env::temp_dir().join("maestro-scale-reports"));
             return reports::report_set(
                 number("--days", 365.0)? as u32,
                 number("--services", 300.0)? as usize,
@@ -90,10 +88,8 @@ fn main() -> anyhow::Result<()> {
         Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
         Some("demo") => demo(&maestro),
         Some("nightly") => {
-            let dir = match args.iter().position(|a| a == "--dir") {
-                Some(i) => PathBuf::from(args.get(i + 1).context("--dir needs a folder")?),
-                None => std::env::temp_dir().join("maestro-scale-nightly"),
-            };
+            let dir = dir_flag(&args)?
+                .unwrap_or_else(|| std::env::temp_dir().join("maestro-scale-nightly"));
             nightly(
                 &maestro,
                 number("--days", 365.0)? as u32,
@@ -102,12 +98,7 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Some("plan") => {
-            let dir = match args.iter().position(|a| a == "--dir") {
-                Some(i) => Some(PathBuf::from(
-                    args.get(i + 1).context("--dir needs a folder")?,
-                )),
-                None => None,
-            };
+            let dir = dir_flag(&args)?;
             plan_speed(
                 &maestro,
                 number("--services", 1e6)? as usize,
@@ -118,6 +109,16 @@ fn main() -> anyhow::Result<()> {
         _ => bail!(
             "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | nightly [--days N] [--services N] [--dir DIR] | plan [--services N] [--edges N] [--dir DIR] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
         ),
+    }
+}
+
+/// The folder after `--dir` in `args`, when the flag is given.
+fn dir_flag(args: &[String]) -> anyhow::Result<Option<PathBuf>> {
+    match args.iter().position(|a| a == "--dir") {
+        Some(i) => Ok(Some(PathBuf::from(
+            args.get(i + 1).context("--dir needs a folder")?,
+        ))),
+        None => Ok(None),
     }
 }
 

@@ -973,4 +973,37 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = edges.iter().collect();
         assert_eq!(graph.depends_on.targets.len(), distinct.len());
     }
+
+    #[test]
+    fn a_plan_is_written_as_its_columns_and_a_foreign_batch_is_refused() {
+        use maestro_datasets::Lake;
+        let edges = [("web", "api"), ("api", "db"), ("batch", "db")];
+        let graph = ServiceGraph::new(&edges, &[]);
+        let inputs = PlanInputs {
+            minutes: HashMap::from([("db".to_string(), 12.0)]),
+            risk: HashMap::from([("api".to_string(), 0.9)]),
+            canary_above: 0.3,
+            hold_above: 0.7,
+        };
+        let planned = plan(&graph, &inputs, None, 10).map_err(|c| c.0).unwrap();
+        let batch = planned.to_batch().unwrap();
+
+        let folder = tempfile::tempdir().unwrap();
+        let lake = Lake::open(folder.path()).unwrap();
+        let mut txn = lake.begin().unwrap();
+        txn.upsert_batch::<RolloutPlan>(batch.clone()).unwrap();
+        txn.commit().unwrap();
+        let read = lake.read_table(&RolloutPlan::TABLE).unwrap();
+        let rows: usize = read.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 4);
+        assert_eq!(
+            read[0].column_by_name("service"),
+            batch.column_by_name("service")
+        );
+
+        // Without one of its columns, the batch is not the table's.
+        let short = batch.project(&[0, 1, 2]).unwrap();
+        let mut txn = lake.begin().unwrap();
+        assert!(txn.upsert_batch::<RolloutPlan>(short).is_err());
+    }
 }
