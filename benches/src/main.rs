@@ -75,6 +75,7 @@ fn main() -> anyhow::Result<()> {
                 number("--services", 300.0)? as usize,
                 number("--trace-days", 23.0)? as u32,
                 &dir,
+                only_flag(&args)?,
             );
         }
         Some("select-tests") => {
@@ -119,6 +120,19 @@ fn dir_flag(args: &[String]) -> anyhow::Result<Option<PathBuf>> {
             args.get(i + 1).context("--dir needs a folder")?,
         ))),
         None => Ok(None),
+    }
+}
+
+/// The report names after `--only` (comma-separated), or none to run the whole set.
+fn only_flag(args: &[String]) -> anyhow::Result<Vec<String>> {
+    match args.iter().position(|a| a == "--only") {
+        Some(i) => Ok(args
+            .get(i + 1)
+            .context("--only needs report names, such as slo_events,slo_alerts")?
+            .split(',')
+            .map(str::to_string)
+            .collect()),
+        None => Ok(Vec::new()),
     }
 }
 

@@ -33,7 +33,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use maestro_datasets::Lake;
 use maestro_datasets::ledger::LEDGER_TABLES;
 use maestro_datasets::schema::{DERIVED_TABLES, Layout, RAW_TABLES};
@@ -67,7 +67,16 @@ impl LakeSession {
     /// Registers every table of the lake. Ledger tables are registered under their names
     /// (`_ingested`, `_rejected`, `_runs`); quote them in SQL as `"_rejected"` if needed.
     pub async fn open(lake: &Lake) -> Result<LakeSession> {
-        let ctx = SessionContext::new();
+        // Grouping by series and five-minute bin leaves about two rows in three as groups: a
+        // partial aggregation then only copies rows into a hash table that the final one
+        // builds again. Skipping it when it keeps more than half the rows took the SLO events
+        // over a year of metrics from 46 s to 37 s.
+        let mut config = SessionConfig::new();
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_ratio_threshold = 0.5;
+        let ctx = SessionContext::new_with_config(config);
         for function in functions::all() {
             ctx.register_udf(function);
         }

@@ -25,95 +25,106 @@ doc = "Good events in the bin."
 name = "total"
 doc = "All events in the bin."
 */
+-- What each series an SLO reads stands for: a ratio SLI's good, bad or total events, or a
+-- threshold SLI's histogram, whose good events are the observations within the threshold or
+-- beyond it.
 with wanted as (
     select slo_id, service, 'good' as role, good_metric as metric, threshold from slos
-    where indicator_source = 'metric_points' and good_metric is not null
+    where indicator_source = 'metric_points' and indicator_kind = 'ratio'
+        and good_metric is not null
     union all
     select slo_id, service, 'bad', bad_metric, threshold from slos
-    where indicator_source = 'metric_points' and bad_metric is not null
+    where indicator_source = 'metric_points' and indicator_kind = 'ratio'
+        and bad_metric is not null
     union all
     select slo_id, service, 'total', total_metric, threshold from slos
-    where indicator_source = 'metric_points' and total_metric is not null
+    where indicator_source = 'metric_points' and indicator_kind = 'ratio'
+        and total_metric is not null
     union all
-    select slo_id, service, 'histogram', threshold_metric, threshold from slos
+    select slo_id, service,
+        case when threshold_op in ('gt', 'gte') then 'beyond' else 'within' end,
+        threshold_metric, threshold
+    from slos
     where indicator_source = 'metric_points' and indicator_kind = 'threshold'
 ),
 
--- One reading per point: a counter's or gauge's value; for a histogram, the observations within
--- the threshold (value) and all of them (count).
+-- One reading per point: a counter's value, or a histogram's observations within the threshold
+-- and all of them. Instants are carried as microseconds since the epoch for the binning below.
+-- The histogram function runs on every point (an empty histogram costs nothing): choosing
+-- the points first would copy their bucket lists.
 readings as (
     select
         wanted.slo_id,
         wanted.role,
         metric_points.metric,
         metric_points.attributes,
-        metric_points.at,
+        arrow_cast(metric_points.at, 'Int64') as us,
         coalesce(metric_points.temporality, 'cumulative') = 'delta' as is_delta,
-        case when wanted.role = 'histogram'
-            then histogram_count_within(
-                metric_points.bucket_bounds, metric_points.bucket_counts, wanted.threshold)
-            else metric_points.value
-        end as value,
-        case when wanted.role = 'histogram' then metric_points.count end as count
+        metric_points.value,
+        histogram_count_within(
+            metric_points.bucket_bounds, metric_points.bucket_counts, wanted.threshold) as within,
+        metric_points.count
     from metric_points
     join wanted on wanted.service = metric_points.service and wanted.metric = metric_points.metric
     where metric_points.attributes not like '%"deployment.track"%'
         and metric_points.at < (select as_of from report_params)
-        and (wanted.role <> 'histogram' or cardinality(metric_points.bucket_bounds) > 0)
+        and (wanted.role not in ('within', 'beyond') or cardinality(metric_points.bucket_bounds) > 0)
 ),
 
 -- What happened during each point's interval: delta points as they are, cumulative ones as the
 -- difference from the series' previous point (none for its first).
 increments as (
-    select slo_id, role, at, value, count
+    select slo_id, role, us, value, within, count
     from readings
     where is_delta
     union all
-    select slo_id, role, at,
+    select slo_id, role, us,
         case when previous_value is null then null
             when value >= previous_value then value - previous_value
             else value end,
+        case when previous_within is null then null
+            when within >= previous_within then within - previous_within
+            else within end,
         case when previous_count is null then null
             when count >= previous_count then count - previous_count
             else count end
     from (
         select readings.*,
-            lag(value) over (partition by slo_id, role, metric, attributes order by at)
-                as previous_value,
-            lag(count) over (partition by slo_id, role, metric, attributes order by at)
-                as previous_count
+            lag(value) over series as previous_value,
+            lag(within) over series as previous_within,
+            lag(count) over series as previous_count
         from readings
         where not is_delta
+        window series as (partition by slo_id, role, metric, attributes order by us)
     )
 ),
 
+-- A point counts in the five-minute bin its instant ends: bins are numbered from the epoch, a
+-- point on a boundary closing the bin before it. Integer division rounds toward zero, hence
+-- the second branch for instants before 1970. Integers rather than date_bin: over every point
+-- date_bin cost as much as the rest of the grouping.
 binned as (
     select
         slo_id,
-        date_bin(interval '5 minutes', at - interval '1 microsecond') + interval '5 minutes' as at,
-        sum(case when role = 'good' then value end) as good,
+        case when us > 0 then (us - 1) / 300000000 + 1
+            else 1 - (300000000 - us) / 300000000 end as bin,
+        sum(case role when 'good' then value when 'within' then within
+            when 'beyond' then count - within end) as good,
         sum(case when role = 'bad' then value end) as bad,
-        sum(case when role = 'histogram' then value end) as within,
-        sum(case when role = 'histogram' then count when role = 'total' then value end) as total
+        sum(case role when 'total' then value when 'within' then count
+            when 'beyond' then count end) as total
     from increments
     group by 1, 2
 ),
 
 metric_events as (
     select
-        binned.slo_id,
-        binned.at,
-        case
-            when slos.indicator_kind = 'threshold' and slos.threshold_op in ('gt', 'gte')
-                then binned.total - coalesce(binned.within, 0)
-            when slos.indicator_kind = 'threshold' then coalesce(binned.within, 0)
-            when binned.good is not null then binned.good
-            else binned.total - coalesce(binned.bad, 0)
-        end as good,
-        binned.total
+        slo_id,
+        arrow_cast(bin * 300000000, 'Timestamp(Microsecond, Some("UTC"))') as at,
+        coalesce(good, total - coalesce(bad, 0)) as good,
+        total
     from binned
-    join slos on slos.slo_id = binned.slo_id
-    where binned.total is not null
+    where total is not null
 ),
 
 span_events as (

@@ -3,11 +3,12 @@ kind = "view"
 title = "Spans on each trace's critical path"
 description = """
 The critical path of a trace, walked from its root: at each span, the child that finished last
-is the one its parent waited for. Each span's self time is its duration minus the time of its
+(`trace_last_children`) is the one its parent waited for. Each span's self time is its duration minus the time of its
 children (children that overlap each other are counted in full, so self time is a lower bound
 for parents that call in parallel; it is never below zero). Traces that started in the report
 period or the one before it: a year of traces is tens of millions of spans, and the trace
 reports describe recent behaviour."""
+after = ["trace_last_children"]
 
 [[columns]]
 name = "trace_id"
@@ -39,20 +40,6 @@ with recursive period_spans as (
     where spans.start_at >= report_params.previous_start and spans.start_at < report_params.as_of
 ),
 
-last_children as (
-    select trace_id, span_id, parent_span_id, service, operation, duration_ms
-    from (
-        select
-            period_spans.*,
-            row_number() over (
-                partition by trace_id, parent_span_id order by end_at desc, span_id
-            ) as nth
-        from period_spans
-        where parent_span_id is not null
-    )
-    where nth = 1
-),
-
 walk as (
     select trace_id, span_id, service, operation, duration_ms, 0 as depth
     from period_spans
@@ -60,7 +47,7 @@ walk as (
     union all
     select c.trace_id, c.span_id, c.service, c.operation, c.duration_ms, walk.depth + 1
     from walk
-    join last_children c on c.trace_id = walk.trace_id and c.parent_span_id = walk.span_id
+    join trace_last_children c on c.trace_id = walk.trace_id and c.parent_span_id = walk.span_id
 ),
 
 child_time as (
