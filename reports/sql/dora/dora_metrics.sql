@@ -107,14 +107,11 @@ placed as (
     cross join history
 ),
 
+-- Periods are named only once counted (in `final`): formatting a date per event took longer
+-- than the counting.
 periods as (
     select
         placed.*,
-        case grain
-            when 'all' then 'all'
-            when 'month' then to_char(period_start, '%Y-%m')
-            else to_char(period_start, '%G-W%V')
-        end as period,
         case grain
             when 'all' then history.end_day
             when 'month' then period_start + interval '1 month'
@@ -128,7 +125,7 @@ periods as (
 
 deployment_counts as (
     select
-        grain, period, period_start, service,
+        grain, period_start, service,
         count(*) as n,
         sum(hit) as failures,
         sum(rework) as reworks,
@@ -137,44 +134,44 @@ deployment_counts as (
             - to_unixtime(greatest(period_start, max(first_day)))) / 86400.0 as days
     from periods
     where event = 'deployment'
-    group by grain, period, period_start, service
+    group by grain, period_start, service
 ),
 
 ranked as (
     select
-        grain, period, period_start, service, event, hours,
+        grain, period_start, service, event, hours,
         row_number() over (
-            partition by grain, period, period_start, service, event order by hours
+            partition by grain, period_start, service, event order by hours
         ) as rank,
-        count(*) over (partition by grain, period, period_start, service, event) as n
+        count(*) over (partition by grain, period_start, service, event) as n
     from periods
     where event in ('change', 'failure')
 ),
 
 medians as (
     select
-        grain, period, period_start, service,
+        grain, period_start, service,
         case event when 'change' then 'lead_time' else 'recovery_time' end as metric,
         median(hours) as value,
         max(n) as n,
         min(case when rank = greatest(1, floor(n / 2.0 - 0.98 * sqrt(n))) then hours end) as ci_low,
         min(case when rank = least(n, ceil(1 + n / 2.0 + 0.98 * sqrt(n))) then hours end) as ci_high
     from ranked
-    group by grain, period, period_start, service, event
+    group by grain, period_start, service, event
 ),
 
 shares as (
-    select grain, period, period_start, service, 'change_failure_rate' as metric, n,
+    select grain, period_start, service, 'change_failure_rate' as metric, n,
         cast(failures as double) as hits
     from deployment_counts
     union all
-    select grain, period, period_start, service, 'rework_rate', n, cast(reworks as double)
+    select grain, period_start, service, 'rework_rate', n, cast(reworks as double)
     from deployment_counts
 ),
 
 metrics as (
     select
-        grain, period, period_start, service,
+        grain, period_start, service,
         'deployment_frequency' as metric,
         n / days as value,
         'per_day' as unit,
@@ -183,12 +180,12 @@ metrics as (
         power(sqrt(cast(n as double) + 1) + 0.98, 2) / days as ci_high
     from deployment_counts
     union all
-    select grain, period, period_start, service, metric, value, 'hours', n, ci_low, ci_high
+    select grain, period_start, service, metric, value, 'hours', n, ci_low, ci_high
     from medians
     union all
     -- Wilson score interval with z = 1.96 (z^2 = 3.8416).
     select
-        grain, period, period_start, service, metric,
+        grain, period_start, service, metric,
         hits / n,
         'share',
         n,
@@ -222,20 +219,26 @@ tiered as (
 ),
 
 with_overall as (
-    select grain, period, period_start, service, metric, value, unit, samples, ci_low, ci_high,
+    select grain, period_start, service, metric, value, unit, samples, ci_low, ci_high,
         tier_rank
     from tiered
     union all
-    select grain, period, period_start, service, 'performance_tier', cast(null as double),
+    select grain, period_start, service, 'performance_tier', cast(null as double),
         'tier', cast(null as bigint), cast(null as double), cast(null as double), min(tier_rank)
     from tiered
     where tier_rank is not null
-    group by grain, period, period_start, service
+    group by grain, period_start, service
 ),
 
 final as (
     select
-        grain, period, period_start, service, metric, value, unit,
+        grain,
+        case grain
+            when 'all' then 'all'
+            when 'month' then to_char(period_start, '%Y-%m')
+            else to_char(period_start, '%G-W%V')
+        end as period,
+        period_start, service, metric, value, unit,
         cast(samples as bigint) as samples, ci_low, ci_high,
         case tier_rank when 4 then 'elite' when 3 then 'high' when 2 then 'medium'
             when 1 then 'low' end as tier
