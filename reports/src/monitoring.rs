@@ -33,8 +33,10 @@ pub struct SloRule {
     pub total_metric: Option<String>,
     /// Threshold: the histogram metric.
     pub threshold_metric: Option<String>,
-    /// Threshold: the bucket bound good events stay under.
+    /// Threshold: the bucket bound that separates good events from bad.
     pub threshold: Option<f64>,
+    /// Threshold: `gt` or `gte` when good events lie beyond it; otherwise they lie within it.
+    pub threshold_op: Option<String>,
 }
 
 /// The burn-rate windows: (long, short, factor, severity).
@@ -82,9 +84,15 @@ fn error_ratio(slo: &SloRule, window: &str) -> Result<String, String> {
         } else {
             metric.clone()
         };
-        return Ok(format!(
-            "1 - (sum(rate({base}_bucket{{{job},le=\"{threshold}\"}}[{window}])) / sum(rate({base}_count{{{job}}}[{window}])))"
-        ));
+        let within = format!(
+            "(sum(rate({base}_bucket{{{job},le=\"{threshold}\"}}[{window}])) / sum(rate({base}_count{{{job}}}[{window}])))"
+        );
+        // The error ratio is the share of bad events: those beyond the threshold, or, when good
+        // events lie beyond it, those within.
+        return Ok(match slo.threshold_op.as_deref() {
+            Some("gt" | "gte") => within,
+            _ => format!("1 - {within}"),
+        });
     }
     let total = slo
         .total_metric
@@ -243,7 +251,8 @@ pub async fn lake_slos(session: &crate::LakeSession) -> crate::Result<Vec<SloRul
     let batches = session
         .query(
             "select slo_id, service, objective, indicator_kind, indicator_source, good_metric, \
-             bad_metric, total_metric, threshold_metric, threshold from slos order by slo_id",
+             bad_metric, total_metric, threshold_metric, threshold, threshold_op from slos \
+             order by slo_id",
         )
         .await?;
     let mut out = Vec::new();
@@ -266,7 +275,7 @@ pub async fn lake_slos(session: &crate::LakeSession) -> crate::Result<Vec<SloRul
                 .cloned()
                 .unwrap_or_else(|| Float64Array::from(Vec::<Option<f64>>::new())))
         };
-        let columns: Vec<StringArray> = [0, 1, 3, 4, 5, 6, 7, 8]
+        let columns: Vec<StringArray> = [0, 1, 3, 4, 5, 6, 7, 8, 10]
             .into_iter()
             .map(text)
             .collect::<crate::Result<_>>()?;
@@ -286,6 +295,7 @@ pub async fn lake_slos(session: &crate::LakeSession) -> crate::Result<Vec<SloRul
                 total_metric: optional(&columns[6], row),
                 threshold_metric: optional(&columns[7], row),
                 threshold: (!threshold.is_null(row)).then(|| threshold.value(row)),
+                threshold_op: optional(&columns[8], row),
             });
         }
     }

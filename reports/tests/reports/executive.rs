@@ -133,9 +133,14 @@ fn prometheus_accepts_the_generated_rules() {
         rules.contains(r#"sum(rate(http_server_errors_total{job=\"api\"}[1h]))"#),
         "{rules}"
     );
-    // api has two SLOs (availability and latency), each with two panels.
+    // Latency under 250 ms errs by the share above it; a slow share, whose good events lie
+    // above 250 ms, errs by the share within it.
+    let within = r#"(sum(rate(http_server_duration_milliseconds_bucket{job=\"api\",le=\"250\"}[1h])) / sum(rate(http_server_duration_milliseconds_count{job=\"api\"}[1h])))"#;
+    assert!(rules.contains(&format!("1 - {within}")), "{rules}");
+    assert!(rules.contains(&format!("\"{within}\"")), "{rules}");
+    // api has three SLOs (availability, latency and the slow share), each with two panels.
     let dashboard = maestro_reports::monitoring::grafana_dashboard("api", &slos);
-    assert_eq!(dashboard["panels"].as_array().map(Vec::len), Some(4));
+    assert_eq!(dashboard["panels"].as_array().map(Vec::len), Some(6));
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, &rules).unwrap();
     match Command::new("promtool")
