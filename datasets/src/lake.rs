@@ -11,7 +11,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchReader};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanBuilder, RecordBatch, RecordBatchReader};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
@@ -313,10 +313,63 @@ impl Txn<'_> {
         self.upsert_snapshot(&table, batch)
     }
 
-    /// Replaces a keyed snapshot with `new` plus the rows whose keys `new` does not hold.
+    /// Replaces a keyed snapshot with `new` plus the rows whose keys `new` does not hold. Each
+    /// part's key columns are read first, and a part whose every row `new` replaces is read no
+    /// further: rerunning a plan of a million services read and matched every row of the one
+    /// before it, 1.3 s of its 4.
     fn upsert_snapshot(&mut self, table: &TableDef, new: RecordBatch) -> Result<()> {
         let dir = self.lake.table_dir(table);
-        let mut batches = keep_rows_not_in(&self.lake.read_table(table)?, table, &new)?;
+        let internal =
+            |e: ArrowError| Error::Internal(format!("matching keys of {}: {e}", table.name));
+        // Keys compared as arrow's row format: one byte string per key, no text formatted per
+        // row.
+        let new_keys = key_columns(table, &new)?;
+        let converter = RowConverter::new(
+            new_keys
+                .iter()
+                .map(|a| SortField::new(a.data_type().clone()))
+                .collect(),
+        )
+        .map_err(internal)?;
+        let new_rows = converter.convert_columns(&new_keys).map_err(internal)?;
+        let mut known: foldhash::HashSet<&[u8]> = foldhash::HashSet::default();
+        known.reserve(new_rows.num_rows());
+        known.extend(new_rows.iter().map(|r| r.data()));
+        let mut batches = Vec::new();
+        for part in self.lake.parts(table)? {
+            let mut kept = BooleanBuilder::new();
+            for keys in read_parquet_columns(&part, table.key)? {
+                let rows = converter
+                    .convert_columns(&key_columns(table, &keys)?)
+                    .map_err(internal)?;
+                for row in rows.iter() {
+                    kept.append_value(!known.contains(row.data()));
+                }
+            }
+            let kept = kept.finish();
+            if kept.true_count() == 0 {
+                continue;
+            }
+            let mut offset = 0;
+            for batch in read_parquet(&part)? {
+                // Older files may predate a column's addition: they are not silently reshaped.
+                if batch.schema().fields() != new.schema().fields() {
+                    return Err(Error::SchemaMismatch {
+                        table: table.name.to_string(),
+                        reason: "existing snapshot does not match the declared schema".into(),
+                    });
+                }
+                let mask = kept.slice(offset, batch.num_rows());
+                offset += batch.num_rows();
+                let filtered = filter_record_batch(&batch, &mask)
+                    .map_err(|e| Error::Internal(format!("filtering {}: {e}", table.name)))?;
+                batches.push(
+                    filtered
+                        .with_schema(new.schema())
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                );
+            }
+        }
         batches.push(new);
         self.replace_partition(&dir, &batches)
     }
@@ -590,60 +643,17 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Drops the rows of `existing` whose key appears in `new`.
-fn keep_rows_not_in(
-    existing: &[RecordBatch],
-    table: &TableDef,
-    new: &RecordBatch,
-) -> Result<Vec<RecordBatch>> {
-    let internal = |e: ArrowError| Error::Internal(format!("matching keys of {}: {e}", table.name));
-    let key_columns = |batch: &RecordBatch| -> Result<Vec<ArrayRef>> {
-        table
-            .key
-            .iter()
-            .map(|column| {
-                batch.column_by_name(column).cloned().ok_or_else(|| {
-                    Error::Internal(format!("{} has no key column {column}", table.name))
-                })
+/// The key columns of `batch`, in the order the table declares them.
+fn key_columns(table: &TableDef, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    table
+        .key
+        .iter()
+        .map(|column| {
+            batch.column_by_name(column).cloned().ok_or_else(|| {
+                Error::Internal(format!("{} has no key column {column}", table.name))
             })
-            .collect()
-    };
-    // Keys compared as arrow's row format: one byte string per key, no text formatted per row.
-    let new_keys = key_columns(new)?;
-    let converter = RowConverter::new(
-        new_keys
-            .iter()
-            .map(|a| SortField::new(a.data_type().clone()))
-            .collect(),
-    )
-    .map_err(internal)?;
-    let new_rows = converter.convert_columns(&new_keys).map_err(internal)?;
-    let known: foldhash::HashSet<&[u8]> = new_rows.iter().map(|r| r.data()).collect();
-    let mut kept = Vec::new();
-    for batch in existing {
-        // Older files may predate a column's addition: they are not silently reshaped.
-        if batch.schema().fields() != new.schema().fields() {
-            return Err(Error::SchemaMismatch {
-                table: table.name.to_string(),
-                reason: "existing snapshot does not match the declared schema".into(),
-            });
-        }
-        let rows = converter
-            .convert_columns(&key_columns(batch)?)
-            .map_err(internal)?;
-        let mask: BooleanArray = rows
-            .iter()
-            .map(|r| Some(!known.contains(r.data())))
-            .collect();
-        let filtered = filter_record_batch(batch, &mask)
-            .map_err(|e| Error::Internal(format!("filtering {}: {e}", table.name)))?;
-        kept.push(
-            filtered
-                .with_schema(new.schema())
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        );
-    }
-    Ok(kept)
+        })
+        .collect()
 }
 
 fn parquet_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingFile>> {
@@ -971,6 +981,49 @@ mod tests {
             txn.commit().unwrap();
         }
         assert_eq!(count(&lake, &ServiceEdge::TABLE), 3);
+    }
+
+    #[test]
+    fn upsert_reads_no_further_a_part_whose_rows_it_all_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path()).unwrap();
+        let edge = ServiceEdge {
+            from_service: "a".into(),
+            to_service: "b".into(),
+            source: "catalog".into(),
+        };
+        // A part of another schema: one more column.
+        let write_foreign_part = |from: &str, to: &str| {
+            use datafusion::arrow::array::StringArray;
+            let text = |v: &str| std::sync::Arc::new(StringArray::from(vec![v])) as ArrayRef;
+            let batch = RecordBatch::try_from_iter([
+                ("from_service", text(from)),
+                ("to_service", text(to)),
+                ("source", text("catalog")),
+                ("note", text("older")),
+            ])
+            .unwrap();
+            let dir = lake.table_dir(&ServiceEdge::TABLE);
+            fs::create_dir_all(&dir).unwrap();
+            let file = File::create(dir.join("part-older.parquet")).unwrap();
+            let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+        };
+        write_foreign_part("a", "b");
+        let mut txn = lake.begin().unwrap();
+        txn.write(std::slice::from_ref(&edge), WriteMode::Upsert)
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(count(&lake, &ServiceEdge::TABLE), 1);
+
+        // Such a part with a row to keep is refused, not reshaped.
+        write_foreign_part("x", "y");
+        let mut txn = lake.begin().unwrap();
+        assert!(matches!(
+            txn.write(&[edge], WriteMode::Upsert),
+            Err(Error::SchemaMismatch { .. })
+        ));
     }
 
     #[test]

