@@ -245,9 +245,11 @@ fn table_rows(plan: &Plan, positions: std::ops::Range<usize>) -> String {
         pad(&mut text, row.strategy, 8, Align::Left);
         text.push(' ');
         cell.clear();
-        for (i, step) in row.traffic_steps.iter().enumerate() {
-            let separator = if i == 0 { "" } else { ">" };
-            let _ = write!(cell, "{separator}{step}");
+        for (i, &step) in row.traffic_steps.iter().enumerate() {
+            if i > 0 {
+                cell.push('>');
+            }
+            shortest_number(&mut cell, step);
         }
         pad(&mut text, &cell, 22, Align::Left);
         text.push(' ');
@@ -314,10 +316,20 @@ fn pad(text: &mut String, cell: &str, width: usize, align: Align) {
 /// Appends `value` as `{:.0}` would: rounded half to even, through the integer formatter when
 /// it is a plain non-negative number (faster than the float one by far).
 fn whole_number(text: &mut String, value: f64) {
-    if (0.0..1e15).contains(&value) {
+    if value.is_sign_positive() && value < 1e15 {
         let _ = write!(text, "{}", value.round_ties_even() as u64);
     } else {
         let _ = write!(text, "{value:.0}");
+    }
+}
+
+/// Appends `value` as `{}` would, through the integer formatter when it is a whole
+/// non-negative number, as traffic steps are: the float formatter took a third of the table.
+fn shortest_number(text: &mut String, value: f64) {
+    if value.is_sign_positive() && value < 1e15 && value.fract() == 0.0 {
+        let _ = write!(text, "{}", value as u64);
+    } else {
+        let _ = write!(text, "{value}");
     }
 }
 
@@ -473,7 +485,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cells_are_padded_and_rounded_as_format_would() {
+    fn cells_are_padded_and_numbers_written_as_format_would() {
         for cell in ["", "db", "ü-service", "a-name-longer-than-the-column-width"] {
             for width in [0, 4, 8, 24] {
                 let (mut left, mut right) = (String::new(), String::new());
@@ -494,6 +506,7 @@ mod tests {
             1e14 + 0.5,
             1e15,
             3e20,
+            -0.0,
             -0.4,
             -2.5,
             f64::NAN,
@@ -502,6 +515,9 @@ mod tests {
             let mut text = String::new();
             whole_number(&mut text, value);
             assert_eq!(text, format!("{value:.0}"), "{value}");
+            let mut text = String::new();
+            shortest_number(&mut text, value);
+            assert_eq!(text, format!("{value}"), "{value}");
         }
     }
 }
