@@ -119,3 +119,31 @@ fn a_waived_alarm_is_an_alarm_again_after_the_waiver_expires() {
     assert_eq!(status("2026-10-02"), "waived");
     assert_eq!(status("2026-10-03"), "alarm");
 }
+
+/// The lake's text columns are scanned as `Utf8View`; results carry them as the declared
+/// `Utf8`, which is what report tables and Rust readers of results expect.
+#[test]
+fn query_results_carry_text_as_utf8() {
+    use datafusion::arrow::datatypes::DataType;
+    let (_dir, lake) = small_lake();
+    let batches = runtime().block_on(async {
+        let session = LakeSession::open(&lake).await.unwrap();
+        session
+            .query("select service, metric, value from metric_points where service is not null")
+            .await
+            .unwrap()
+    });
+    for batch in &batches {
+        let types: Vec<&DataType> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.data_type())
+            .collect();
+        assert_eq!(
+            types,
+            [&DataType::Utf8, &DataType::Utf8, &DataType::Float64]
+        );
+    }
+    assert!(batches.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+}
