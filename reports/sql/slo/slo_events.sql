@@ -5,12 +5,12 @@ description = """
 Good and total events of every SLO in five-minute bins, the input of the SLO reports. Ratio
 SLIs count metric increments: delta sums as they are, cumulative counters (Prometheus
 counters, OTLP cumulative sums) as the difference from the previous point of the same series,
-a drop being a counter reset. Threshold SLIs over a histogram count the observations in buckets
-whose upper bound is within the threshold (set thresholds on bucket bounds: a bucket that
-straddles the threshold counts as bad); threshold SLIs over spans count the service's server
-spans (of the named operation, if any) by duration. Canary analysis series (attribute
-deployment.track) are left out: they repeat a share of the same traffic. A point counts in the
-bin where its interval ends."""
+a drop being a counter reset. Gauges are levels, not counts of events: they are left out.
+Threshold SLIs over a histogram count the observations in buckets whose upper bound is within
+the threshold (set thresholds on bucket bounds: a bucket that straddles the threshold counts
+as bad); threshold SLIs over spans count the service's server spans (of the named operation,
+if any) by duration. Canary analysis series (attribute deployment.track) are left out: they
+repeat a share of the same traffic. A point counts in the bin where its interval ends."""
 
 [[columns]]
 name = "slo_id"
@@ -58,6 +58,7 @@ readings as (
         wanted.role,
         metric_points.metric,
         metric_points.attributes,
+        metric_points.kind,
         arrow_cast(metric_points.at, 'Int64') as us,
         coalesce(metric_points.temporality, 'cumulative') = 'delta' as is_delta,
         metric_points.value,
@@ -94,7 +95,7 @@ increments as (
             lag(within) over series as previous_within,
             lag(count) over series as previous_count
         from readings
-        where not is_delta
+        where not is_delta and kind <> 'gauge'
         window series as (partition by slo_id, role, metric, attributes order by us)
     )
 ),
