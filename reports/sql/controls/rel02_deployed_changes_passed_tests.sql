@@ -14,26 +14,33 @@ with carried as (
     where environment in ('production', 'prod')
 ),
 
--- Each test's last attempt decides. Its failing flag rides in the lowest bit of a plain max
--- over the attempt numbers: an ordered last_value sorted every test result, which on ten
--- million of them took twenty seconds and five gigabytes.
-last_attempts as (
-    select
-        change_id,
-        test_id,
-        max(coalesce(attempt, 0) * 2
-            + case when status in ('failed', 'error') then 1 else 0 end) % 2 = 1 as is_failing
+-- Changes with any test result.
+tested as (
+    select distinct change_id from test_results where change_id is not null
+),
+
+-- Each test's last attempt decides, and only a test with a failed attempt can fail: its last
+-- failed attempt is compared with its last attempt of all. Grouping every test result by
+-- change and test instead held 15.6M groups for the year's 15.8M results (6.3-6.7 s, 3 GB);
+-- the failed ones are a fifteenth of them (4.4-4.5 s, 1.1 GB).
+failed as (
+    select change_id, test_id, max(coalesce(attempt, 0)) as attempt
     from test_results
-    where change_id is not null
+    where change_id is not null and status in ('failed', 'error')
     group by change_id, test_id
 ),
 
-per_change as (
-    select
-        change_id,
-        count(*) as tests,
-        sum(case when is_failing then 1 else 0 end) as failing
-    from last_attempts
+failing as (
+    select change_id, count(*) as failing
+    from (
+        select failed.change_id, failed.test_id, failed.attempt,
+            max(coalesce(test_results.attempt, 0)) as last_attempt
+        from failed
+        join test_results on test_results.change_id = failed.change_id
+            and test_results.test_id = failed.test_id
+        group by failed.change_id, failed.test_id, failed.attempt
+    )
+    where attempt = last_attempt
     group by change_id
 ),
 
@@ -42,10 +49,11 @@ per_deployment as (
         carried.deployment_id,
         min(carried.started_at) as started_at,
         count(*) as changes,
-        sum(case when per_change.change_id is null then 1 else 0 end) as untested,
-        sum(case when per_change.failing > 0 then 1 else 0 end) as failing
+        sum(case when tested.change_id is null then 1 else 0 end) as untested,
+        sum(case when failing.failing > 0 then 1 else 0 end) as failing
     from carried
-    left join per_change on per_change.change_id = carried.change_id
+    left join tested on tested.change_id = carried.change_id
+    left join failing on failing.change_id = carried.change_id
     group by carried.deployment_id
 ),
 
