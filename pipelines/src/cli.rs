@@ -94,7 +94,7 @@ pub struct PlanArgs {
         conflicts_with = "all"
     )]
     pub services: Vec<String>,
-    /// Every service of the graph.
+    /// Every service of the graph, and every service that has deployed.
     #[arg(long)]
     pub all: bool,
     /// At most this many services deploy at once.

@@ -1269,6 +1269,21 @@ fn plan_orders_waves_by_dependencies_and_names_cycles() {
     ]));
     assert_eq!(rows.lines().nth(1), Some("2,8"), "{rows}");
 
+    // A service that has deployed but that no edge names is still part of --all: on its own,
+    // in the first wave.
+    let deployed = dir.path().join("deployed.json");
+    std::fs::write(
+        &deployed,
+        r#"{"context":{"id":"e1","type":"dev.cdevents.service.deployed.0.2.0","timestamp":"2024-01-02T03:04:05Z"},"subject":{"id":"s","content":{"environment":{"id":"prod"},"artifactId":"pkg:oci/mailer@1"}}}"#,
+    )
+    .unwrap();
+    let plan = ingest_and_plan(lake_arg, &deployed);
+    assert_eq!(plan["services"].as_array().unwrap().len(), 6, "{plan}");
+    let mailer = planned(&plan, "mailer");
+    assert_eq!(mailer["wave"], 1);
+    assert_eq!(mailer["blast_radius"], 0);
+    assert_eq!(mailer["depends_on"], serde_json::json!([]));
+
     // A cycle has no order: the plan names it and exits 1.
     std::fs::write(
         &file,

@@ -26,7 +26,7 @@ pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
     let started = Instant::now();
     let thresholds = config::load(config_path)?.risk.thresholds();
     let lake = Lake::open_existing(&args.lake.lake)?;
-    let (edges, mut inputs) = super::runtime()?.block_on(load_inputs(&lake))?;
+    let (edges, deployed, mut inputs) = super::runtime()?.block_on(load_inputs(&lake))?;
     inputs.canary_above = thresholds.canary_above;
     inputs.hold_above = thresholds.hold_above;
     let services: Option<Vec<String>> = (!args.all).then(|| {
@@ -41,8 +41,11 @@ pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
         anyhow::bail!("name the services to plan (--services a,b,c) or pass --all");
     }
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "lake read");
-    let graph = service_graph(&edges, services.as_deref().unwrap_or_default())?;
+    // With --all, a service that has deployed is planned even when no edge names it: it goes
+    // out in the first wave, on its own.
+    let graph = service_graph(&edges, services.as_deref().unwrap_or(&deployed))?;
     drop(edges);
+    drop(deployed);
     tracing::debug!(
         seconds = started.elapsed().as_secs_f64(),
         services = graph.len(),
@@ -102,9 +105,9 @@ pub fn run(args: &PlanArgs, config_path: Option<&Path>) -> anyhow::Result<Outcom
     Ok(Outcome::Ok)
 }
 
-/// The graph's edges (batches of `from_service`, `to_service`), durations and risks from the
-/// lake.
-async fn load_inputs(lake: &Lake) -> anyhow::Result<(Vec<RecordBatch>, PlanInputs)> {
+/// The graph's edges (batches of `from_service`, `to_service`), the services that have
+/// deployed, and durations and risks from the lake.
+async fn load_inputs(lake: &Lake) -> anyhow::Result<(Vec<RecordBatch>, Vec<String>, PlanInputs)> {
     let session = LakeSession::open(lake).await?;
     // Declared dependencies, read as they are (the graph drops repeated edges), and calls
     // observed in traces: a span whose parent is in another service is that service calling
@@ -120,6 +123,15 @@ async fn load_inputs(lake: &Lake) -> anyhow::Result<(Vec<RecordBatch>, PlanInput
             .await
             .context("reading the calls observed in spans")?,
     );
+    let mut deployed = Vec::new();
+    for batch in session
+        .query("select distinct service from deployments")
+        .await
+        .context("reading the services that have deployed")?
+    {
+        let names = batch.column(0).as_string::<i32>();
+        deployed.extend(names.iter().flatten().map(str::to_string));
+    }
     let minutes = per_service(
         &session,
         "select service, median((cast(finished_at as bigint) - cast(started_at as bigint)) / 60000000.0) \
@@ -137,6 +149,7 @@ async fn load_inputs(lake: &Lake) -> anyhow::Result<(Vec<RecordBatch>, PlanInput
     .context("reading the latest risk verdicts")?;
     Ok((
         edges,
+        deployed,
         PlanInputs {
             minutes,
             risk,
