@@ -222,7 +222,16 @@ fn build_input(sources: &[PathBuf], out: &Path, bytes: u64, as_lines: bool) -> a
             }
         }
     }
+    settle_writes();
     Ok(written)
+}
+
+/// Waits until the kernel has written out what was just written, so that its writeback does
+/// not run during, and count in, the ingest timed next.
+#[allow(unsafe_code)]
+fn settle_writes() {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 struct Measured {

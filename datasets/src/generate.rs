@@ -1661,7 +1661,7 @@ mod tests {
             let chunk = crate::readers::Chunk::whole_file(&bytes, &path, None, &context);
             let mut records = crate::readers::Records::default();
             crate::readers::junit::read(&chunk, &mut records);
-            results.extend(records.test_results);
+            results.extend(records.test_results.rows());
         }
         let breakages = fs::read_to_string(dir.path().join("truth/test_breakages.csv")).unwrap();
         // Breakages checked, and of those, ones that outlasted the run in which they broke.

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::lake::{Lake, WriteMode, WriteSummary};
 use crate::ledger::{IngestedFile, JobRun, RAW_LIMIT, Rejection};
 use crate::readers::{self, AuditDraft, Chunk, Format, Records, ReportContext};
-use crate::schema::{AuditEvent, Row, Ts};
+use crate::schema::{AuditEvent, Row, TestResult, Ts};
 
 /// Default bytes per streamed chunk of a large file; files up to one chunk are read whole.
 pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
@@ -105,53 +105,61 @@ pub struct IngestReport {
     pub written: WriteSummary,
 }
 
+/// Told how an ingest goes: the bytes it will read once the files are listed, then the bytes
+/// of each file or chunk as it is taken. Any `Fn(u64)` is a progress that hears of the bytes
+/// taken only.
+pub trait Progress: Sync {
+    /// The bytes of every file to read, known once the paths are listed.
+    fn total(&self, _bytes: u64) {}
+    /// Bytes taken since the last call.
+    fn advance(&self, bytes: u64);
+}
+
+impl<F: Fn(u64) + Sync> Progress for F {
+    fn advance(&self, bytes: u64) {
+        self(bytes)
+    }
+}
+
 /// Ingests files and folders (recursively) into the lake, in one transaction.
 pub fn ingest(
     lake: &Lake,
     paths: &[PathBuf],
     options: &IngestOptions,
-    on_progress: &(dyn Fn(u64) + Sync),
+    progress: &dyn Progress,
 ) -> Result<IngestReport> {
     let started = Ts(chrono::Utc::now().timestamp_micros());
     let run_id = format!(
         "ingest-{}",
         started.to_datetime().format("%Y%m%dT%H%M%S%6fZ")
     );
-    let files = expand_paths(paths)?;
+    // Sizes come with the listing (no file is opened for them): they decide which files are
+    // read whole.
+    let sized = expand_paths(paths)?;
+    progress.total(sized.iter().map(|(_, size)| size).sum());
     let mut known = ingested_hashes(lake)?;
     let mut state = RunState::new(lake, run_id.clone(), started)?;
-
-    // Sizes first (no file is opened for them): they decide which files are read whole.
-    let sized: Vec<(PathBuf, Result<u64>)> = files
-        .into_par_iter()
-        .map(|path| {
-            let size = std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(|e| Error::io(&path, e));
-            (path, size)
-        })
-        .collect();
 
     // Small files are read and parsed a batch at a time, in parallel, then taken in order.
     // Large ones stream.
     let mut batch: Vec<(PathBuf, usize)> = Vec::new();
     let mut batch_bytes = 0usize;
     for (path, size) in sized {
-        let size = size? as usize;
+        let size = size as usize;
         if size > options.chunk_bytes {
-            state.flush_small(std::mem::take(&mut batch), &mut known, options, on_progress)?;
+            state.flush_small(std::mem::take(&mut batch), &mut known, options, progress)?;
             batch_bytes = 0;
-            state.hash_and_stream(&path, &mut known, options, on_progress)?;
+            state.hash_and_stream(&path, &mut known, options, progress)?;
         } else {
             batch_bytes += size;
             batch.push((path, size));
             if batch_bytes > PARALLEL_BATCH_PER_THREAD * rayon::current_num_threads() {
-                state.flush_small(std::mem::take(&mut batch), &mut known, options, on_progress)?;
+                state.flush_small(std::mem::take(&mut batch), &mut known, options, progress)?;
                 batch_bytes = 0;
             }
         }
     }
-    state.flush_small(batch, &mut known, options, on_progress)?;
+    state.flush_small(batch, &mut known, options, progress)?;
     state.finish()
 }
 
@@ -244,7 +252,7 @@ impl<'l> RunState<'l> {
         batch: Vec<(PathBuf, usize)>,
         known: &mut HashSet<String>,
         options: &IngestOptions,
-        on_progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Result<()> {
         let already_known = &*known;
         let read: Vec<(PathBuf, Result<SmallFile>)> = batch
@@ -256,13 +264,13 @@ impl<'l> RunState<'l> {
             .collect();
         for (path, file) in read {
             match file? {
-                SmallFile::Streams => self.hash_and_stream(&path, known, options, on_progress)?,
+                SmallFile::Streams => self.hash_and_stream(&path, known, options, progress)?,
                 SmallFile::Read {
                     sha256,
                     bytes,
                     parsed,
                 } => {
-                    on_progress(bytes);
+                    progress.advance(bytes);
                     // A file met twice in this run was parsed twice; only the first counts.
                     match parsed.filter(|_| known.insert(sha256.clone())) {
                         Some((format, records)) => {
@@ -283,15 +291,15 @@ impl<'l> RunState<'l> {
         path: &Path,
         known: &mut HashSet<String>,
         options: &IngestOptions,
-        on_progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Result<()> {
         let FileHash { sha256, bytes } = sha256_file(path)?;
         if !known.insert(sha256.clone()) {
-            on_progress(bytes);
+            progress.advance(bytes);
             self.skip_duplicate(path.to_path_buf(), sha256, bytes);
             return Ok(());
         }
-        self.ingest_large(path, &sha256, bytes, options, on_progress)
+        self.ingest_large(path, &sha256, bytes, options, progress)
     }
 
     fn skip_duplicate(&mut self, path: PathBuf, sha256: String, bytes: u64) {
@@ -313,7 +321,7 @@ impl<'l> RunState<'l> {
         sha256: &str,
         bytes: u64,
         options: &IngestOptions,
-        on_progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Progress,
     ) -> Result<()> {
         let mut reader = open_decompressed(path)?;
         let mut head = vec![0u8; 64 * 1024];
@@ -347,7 +355,7 @@ impl<'l> RunState<'l> {
             let records = parse_whole(format, &all, sha256, modified_at(format, path), options);
             self.report.source_bytes += all.len() as u64;
             self.take_file(path, sha256, Some(format), bytes, records)?;
-            on_progress(bytes);
+            progress.advance(bytes);
             return Ok(());
         }
         let modified = modified_at(format, path);
@@ -447,7 +455,7 @@ impl<'l> RunState<'l> {
                 read += records.read;
                 rejected += records.rejected.len() as u64;
                 self.report.source_bytes += bytes.len() as u64;
-                on_progress(bytes.len() as u64);
+                progress.advance(bytes.len() as u64);
                 self.take(path, sha256, Some(format), records)?;
                 spare.push(bytes);
             }
@@ -511,7 +519,13 @@ impl<'l> RunState<'l> {
         // than faulting in fresh pages at every flush.
         let mut pending = std::mem::take(&mut self.pending);
         self.write_appended(&pending.changes)?;
-        self.write_appended(&pending.test_results)?;
+        let test_results = pending.test_results.take_batches();
+        let test_result_rows: usize = test_results.iter().map(|b| b.num_rows()).sum();
+        if test_result_rows > 0 {
+            *self.report.rows.entry(TestResult::TABLE.name).or_default() += test_result_rows as u64;
+            self.txn
+                .append_dated_batches::<TestResult>(&test_results, "started_at")?;
+        }
         self.write_appended(&pending.spans)?;
         self.write_appended(&pending.metric_points)?;
         for deployment in pending.deployments.drain(..) {
@@ -678,7 +692,7 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(canonical.as_bytes());
-    format!("{:x}", hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 /// Reads a small file once, hashes those bytes and, unless a file with that hash is already
@@ -699,7 +713,7 @@ fn read_small(
         return Ok(SmallFile::Streams);
     }
     bytes.truncate(len);
-    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let sha256 = hex::encode(Sha256::digest(&bytes));
     let parsed = (!already_known.contains(&sha256)).then(|| {
         let format = options
             .format
@@ -800,13 +814,13 @@ fn sha256_file(path: &Path) -> Result<FileHash> {
         total += n as u64;
     }
     Ok(FileHash {
-        sha256: format!("{:x}", hasher.finalize()),
+        sha256: hex::encode(hasher.finalize()),
         bytes: total,
     })
 }
 
-/// Every file under the given paths, sorted, each once.
-fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Every file under the given paths with its size, sorted, each once.
+fn expand_paths(paths: &[PathBuf]) -> Result<Vec<(PathBuf, u64)>> {
     let mut files = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -818,21 +832,37 @@ fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if meta.is_dir() {
             walk(path, &mut files)?;
         } else {
-            files.push(path.clone());
+            files.push((path.clone(), meta.len()));
         }
     }
     files.sort();
-    files.dedup();
+    files.dedup_by(|a, b| a.0 == b.0);
     Ok(files)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Lists a folder's files with their sizes, recursively. The folder entry's own type and
+/// metadata are used where they can be: looking each path up again from the root cost a
+/// tenth of the ingest of many small files.
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if path.is_dir() {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if file_type.is_dir() {
+            walk(&path, out)?;
+            continue;
+        }
+        let meta = if file_type.is_symlink() {
+            // A link is followed, to a folder or a file.
+            std::fs::metadata(&path)
+        } else {
+            entry.metadata()
+        }
+        .map_err(|e| Error::io(&path, e))?;
+        if meta.is_dir() {
             walk(&path, out)?;
         } else {
-            out.push(path);
+            out.push((path, meta.len()));
         }
     }
     Ok(())

@@ -79,7 +79,7 @@ fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
     let resource = match object {
         Some(object) => {
             let joined = |first: Option<&str>, second: Option<&str>| match (first, second) {
-                (Some(a), Some(b)) => format!("{a}/{b}"),
+                (Some(a), Some(b)) => [a, "/", b].concat(),
                 (a, b) => a.or(b).unwrap_or("").to_string(),
             };
             let kind = joined(
@@ -87,7 +87,7 @@ fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
                 object.str_at(&["subresource"]),
             );
             let name = joined(object.str_at(&["namespace"]), object.str_at(&["name"]));
-            format!("{kind}:{name}")
+            [kind.as_str(), ":", &name].concat()
         }
         None => event.str_at(&["requestURI"]).unwrap_or("").to_string(),
     };
@@ -101,7 +101,7 @@ fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
         event_id: if stage.is_empty() {
             audit_id.to_string()
         } else {
-            format!("{audit_id}/{stage}")
+            [audit_id, "/", stage].concat()
         },
         at,
         actor: actor.to_string(),

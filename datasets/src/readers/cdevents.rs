@@ -25,7 +25,7 @@ pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
             Ok(Taken::Change(row)) => out.changes.push(*row),
             Ok(Taken::Deployment(row)) => out.deployments.push(row),
             Ok(Taken::Incident(row)) => out.incidents.push(row),
-            Ok(Taken::TestResult(row)) => out.test_results.push(row),
+            Ok(Taken::TestResult(row)) => out.test_results.push(&row.borrowed()),
             Err(reason) => {
                 out.reject(
                     doc.line,

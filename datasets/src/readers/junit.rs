@@ -18,20 +18,19 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use quick_xml::Reader;
 use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
 
-use super::{Chunk, Records, truncate_raw};
-use crate::schema::{TestResult, Ts};
+use super::{Chunk, Records, TestResultRef, truncate_raw};
+use crate::schema::Ts;
 
 /// Deeper nesting than this is not a test report but an attack or an accident.
 const MAX_DEPTH: usize = 64;
 
 #[derive(Default)]
-struct Suite {
+struct Suite<'a> {
     name: Option<String>,
     timestamp: Option<Ts>,
     /// The `tests` count the suite declares, to notice a suite that lists none of them.
@@ -39,20 +38,27 @@ struct Suite {
     /// Whether testcases sit in this suite or in suites nested in it.
     has_cases: bool,
     properties: HashMap<String, String>,
-    cases: Vec<Case>,
+    cases: Vec<Case<'a>>,
 }
 
-#[derive(Default)]
-struct Case {
-    name: Option<String>,
-    classname: Option<String>,
-    file: Option<String>,
-    duration_s: Option<f64>,
-    timestamp: Option<Ts>,
-    status_attr: Option<String>,
+/// A `<testcase>` as read: its element, whose attributes are parsed only when the suite closes
+/// and its rows are written, straight from the input.
+struct Case<'a> {
+    element: BytesStart<'a>,
     /// Outcome elements in document order, with their message.
     outcomes: Vec<(Outcome, Option<String>)>,
     offset: i64,
+}
+
+/// A testcase's attributes, borrowed from its element where they hold no entity.
+#[derive(Default)]
+struct CaseAttributes<'e> {
+    name: Option<Cow<'e, str>>,
+    classname: Option<Cow<'e, str>>,
+    file: Option<Cow<'e, str>>,
+    duration_s: Option<f64>,
+    timestamp: Option<Ts>,
+    status: Option<Cow<'e, str>>,
 }
 
 /// The elements inside a `<testcase>` that say how it went.
@@ -86,6 +92,7 @@ impl Outcome {
 
 /// Reads one JUnit/xUnit XML file.
 pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
+    out.test_results.reserve_for(chunk.bytes.len());
     if let Err(reason) = parse(chunk, out) {
         // Nothing of a corrupt report is half taken.
         out.reject_whole_file(reason, truncate_raw(chunk.bytes));
@@ -96,18 +103,17 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     // Reading from the slice itself, events borrow the input: nothing is copied per element.
     let mut reader = Reader::from_reader(chunk.bytes);
     reader.config_mut().trim_text(true);
-    let mut suites: Vec<Suite> = Vec::new();
-    let mut case: Option<Case> = None;
+    let mut suites: Vec<Suite<'_>> = Vec::new();
+    let mut case: Option<Case<'_>> = None;
     let mut depth = 0usize;
     let mut saw_junit_root = false;
     let mut report = Report::default();
-    let mut unnamed = 0usize;
     loop {
         let offset = reader.buffer_position() as i64;
         let event = reader
             .read_event()
             .map_err(|e| format!("corrupt XML at byte {}: {e}", reader.error_position()))?;
-        let (element, is_empty) = match &event {
+        let (element, is_empty) = match event {
             Event::Start(e) => (e, false),
             Event::Empty(e) => (e, true),
             Event::End(element) => {
@@ -137,7 +143,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
         match element.local_name().as_ref() {
             b"testsuites" | b"testsuite" => {
                 saw_junit_root = true;
-                suites.push(suite_from(element));
+                suites.push(suite_from(&element));
                 if is_empty {
                     close_suite(&mut suites, chunk, out, &mut report)?;
                 }
@@ -147,12 +153,11 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                     saw_junit_root = true;
                     suites.push(Suite::default());
                 }
-                let mut new_case = case_from(element);
-                new_case.offset = chunk.first_offset + offset;
-                if new_case.name.is_none() {
-                    unnamed += 1;
-                    new_case.name = Some(format!("(unnamed testcase {unnamed})"));
-                }
+                let new_case = Case {
+                    element,
+                    outcomes: Vec::new(),
+                    offset: chunk.first_offset + offset,
+                };
                 if is_empty {
                     suites
                         .last_mut()
@@ -165,8 +170,8 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
             }
             b"property" => {
                 if let (Some(key), Some(value), Some(suite)) = (
-                    attr(element, "name"),
-                    attr(element, "value"),
+                    attr(&element, "name"),
+                    attr(&element, "value"),
                     suites.last_mut(),
                 ) {
                     suite.properties.entry(key).or_insert(value);
@@ -174,7 +179,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
             }
             name => {
                 if let (Some(kind), Some(case)) = (Outcome::from_element(name), case.as_mut()) {
-                    let message = attr(element, "message").or_else(|| attr(element, "type"));
+                    let message = attr(&element, "message").or_else(|| attr(&element, "type"));
                     case.outcomes.push((kind, message));
                 }
             }
@@ -191,44 +196,13 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     Ok(())
 }
 
-/// What one report's suites share: attempt counters per run then per test id, and the texts
-/// every row repeats.
+/// What one report's suites share: attempt counters per run then per test id, the count of
+/// testcases without a name, and a buffer for test ids.
 #[derive(Default)]
 struct Report {
     attempts: HashMap<String, foldhash::HashMap<String, i64>>,
-    texts: RowTexts,
-}
-
-/// Texts allocated once per report rather than once per row.
-struct RowTexts {
-    passed: Arc<str>,
-    failed: Arc<str>,
-    error: Arc<str>,
-    skipped: Arc<str>,
-    source_format: Arc<str>,
-}
-
-impl Default for RowTexts {
-    fn default() -> Self {
-        RowTexts {
-            passed: "passed".into(),
-            failed: "failed".into(),
-            error: "error".into(),
-            skipped: "skipped".into(),
-            source_format: "junit".into(),
-        }
-    }
-}
-
-impl RowTexts {
-    fn status(&self, status: Status) -> Arc<str> {
-        match status {
-            Status::Passed => self.passed.clone(),
-            Status::Failed => self.failed.clone(),
-            Status::Error => self.error.clone(),
-            Status::Skipped => self.skipped.clone(),
-        }
-    }
+    unnamed: usize,
+    test_id: String,
 }
 
 #[derive(Clone, Copy)]
@@ -239,8 +213,19 @@ enum Status {
     Skipped,
 }
 
+impl Status {
+    fn name(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Error => "error",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 fn close_suite(
-    suites: &mut Vec<Suite>,
+    suites: &mut Vec<Suite<'_>>,
     chunk: &Chunk<'_>,
     out: &mut Records,
     report: &mut Report,
@@ -249,41 +234,37 @@ fn close_suite(
         return Err("unbalanced XML: a suite closes that never opened".into());
     };
     // Properties and timestamps of enclosing suites apply to nested ones.
-    let lookup = |keys: &[&str]| -> Option<String> {
+    let lookup = |keys: &[&str]| -> Option<&str> {
         std::iter::once(&suite)
             .chain(suites.iter().rev())
-            .find_map(|s| keys.iter().find_map(|k| s.properties.get(*k).cloned()))
+            .find_map(|s| keys.iter().find_map(|k| s.properties.get(*k)))
+            .map(String::as_str)
     };
     let context = chunk.context;
-    // One copy of each suite-wide value, shared by every row of the suite.
-    let change_id = lookup(&["maestro.change_id", "change_id", "git.commit"])
-        .or_else(|| context.change_id.clone())
-        .map(Arc::<str>::from);
-    let service = lookup(&["maestro.service", "service"])
-        .or_else(|| context.service.clone())
-        .map(Arc::<str>::from);
-    let run_id: Arc<str> = lookup(&["maestro.run_id", "run_id", "ci.run_id"])
-        .or_else(|| context.run_id.clone())
-        .unwrap_or_else(|| {
-            format!(
-                "report-{}",
-                &chunk.source_sha256[..chunk.source_sha256.len().min(16)]
-            )
-        })
-        .into();
-    let property_time = lookup(&["maestro.started_at", "started_at"]).map(|t| (Ts::parse(&t), t));
+    let change_id =
+        lookup(&["maestro.change_id", "change_id", "git.commit"]).or(context.change_id.as_deref());
+    let service = lookup(&["maestro.service", "service"]).or(context.service.as_deref());
+    let default_run_id;
+    let run_id =
+        match lookup(&["maestro.run_id", "run_id", "ci.run_id"]).or(context.run_id.as_deref()) {
+            Some(run_id) => run_id,
+            None => {
+                default_run_id = format!(
+                    "report-{}",
+                    &chunk.source_sha256[..chunk.source_sha256.len().min(16)]
+                );
+                &default_run_id
+            }
+        };
+    let property_time = lookup(&["maestro.started_at", "started_at"]).map(|t| (Ts::parse(t), t));
     let suite_time = std::iter::once(&suite)
         .chain(suites.iter().rev())
         .find_map(|s| s.timestamp);
-    let suite_name: Arc<str> = std::iter::once(&suite)
+    let suite_name = std::iter::once(&suite)
         .chain(suites.iter().rev())
         .find_map(|s| s.name.as_deref())
-        .unwrap_or_default()
-        .into();
+        .unwrap_or_default();
 
-    if !suite.cases.is_empty() {
-        suites.iter_mut().for_each(|s| s.has_cases = true);
-    }
     if let Some(declared) = suite
         .declared_tests
         .filter(|n| *n > 0 && !suite.has_cases && suite.cases.is_empty())
@@ -296,14 +277,31 @@ fn close_suite(
             suite_name.as_bytes(),
         );
     }
-    for mut case in suite.cases {
+    let per_test = match report.attempts.get_mut(run_id) {
+        Some(per_test) => per_test,
+        None => report.attempts.entry(run_id.to_string()).or_default(),
+    };
+    for case in &suite.cases {
         out.read += 1;
-        let started_at = match (&property_time, case.timestamp) {
+        let attributes = case_attributes(&case.element);
+        let unnamed_label;
+        let name: &str = match &attributes.name {
+            Some(name) => name,
+            None => {
+                report.unnamed += 1;
+                unnamed_label = format!("(unnamed testcase {})", report.unnamed);
+                &unnamed_label
+            }
+        };
+        let classname = attributes.classname.as_deref();
+        let started_at = match (&property_time, attributes.timestamp) {
             (_, Some(at)) => at,
             (Some((Some(at), _)), None) => *at,
             (Some((None, text)), None) => {
                 out.rejected.push(case_rejection(
-                    &case,
+                    case,
+                    classname,
+                    name,
                     format!("property maestro.started_at {text:?} is not a time"),
                 ));
                 continue;
@@ -312,29 +310,33 @@ fn close_suite(
                 Some(at) => at,
                 None => {
                     out.rejected.push(case_rejection(
-                        &case,
+                        case,
+                        classname,
+                        name,
                         "no time: the report has no timestamp and no --at was given".into(),
                     ));
                     continue;
                 }
             },
         };
-        let name = case.name.take().unwrap_or_default();
-        let test_id = match &case.classname {
-            Some(class) => [class.as_str(), "::", &name].concat(),
-            None => name.clone(),
+        report.test_id.clear();
+        if let Some(class) = classname {
+            report.test_id.push_str(class);
+            report.test_id.push_str("::");
+        }
+        report.test_id.push_str(name);
+        let attempt = match per_test.get_mut(report.test_id.as_str()) {
+            Some(attempt) => attempt,
+            None => per_test.entry(report.test_id.clone()).or_insert(0),
         };
-        let main_status = main_status(&case);
         let main_message = case
             .outcomes
             .iter()
             .find(|(kind, _)| matches!(kind, Outcome::Error | Outcome::Failure | Outcome::Skipped))
-            .and_then(|(_, m)| m.clone());
+            .and_then(|(_, m)| m.as_deref());
         // Attempts in order: flaky failures (before the final pass), the main result, reruns.
-        // Chained rather than collected: most cases have one attempt, and no list is needed.
-        let outcomes = std::mem::take(&mut case.outcomes);
         let retries = |before_pass: bool| {
-            outcomes.iter().filter_map(move |(kind, message)| {
+            case.outcomes.iter().filter_map(move |(kind, message)| {
                 let status = match (kind, before_pass) {
                     (Outcome::FlakyFailure, true) | (Outcome::RerunFailure, false) => {
                         Status::Failed
@@ -342,71 +344,43 @@ fn close_suite(
                     (Outcome::FlakyError, true) | (Outcome::RerunError, false) => Status::Error,
                     _ => return None,
                 };
-                Some((status, message.clone(), None))
+                Some((status, message.as_deref(), None))
             })
         };
-        let attempts_of_case = 1 + outcomes
-            .iter()
-            .filter(|(kind, _)| {
-                matches!(
-                    kind,
-                    Outcome::FlakyFailure
-                        | Outcome::FlakyError
-                        | Outcome::RerunFailure
-                        | Outcome::RerunError
-                )
-            })
-            .count();
         let runs = retries(true)
             .chain(std::iter::once((
-                main_status,
+                main_status(case, attributes.status.as_deref()),
                 main_message,
-                case.duration_s,
+                attributes.duration_s,
             )))
             .chain(retries(false));
-        let per_test = match report.attempts.get_mut(&*run_id) {
-            Some(per_test) => per_test,
-            None => report.attempts.entry(run_id.to_string()).or_default(),
-        };
-        let attempt = match per_test.get_mut(&test_id) {
-            Some(attempt) => attempt,
-            None => per_test.entry(test_id.clone()).or_insert(0),
-        };
-        // The last attempt takes the case's strings; earlier ones (reruns) copy them.
-        let (mut test_id, mut name) = (test_id, name);
-        for (i, (status, message, duration_s)) in runs.enumerate() {
-            let last = i + 1 == attempts_of_case;
+        for (status, message, duration_s) in runs {
             *attempt += 1;
-            out.test_results.push(TestResult {
-                run_id: run_id.clone(),
-                change_id: change_id.clone(),
-                service: service.clone(),
-                suite: suite_name.clone(),
-                test_id: take_or_clone(&mut test_id, last),
-                classname: take_or_clone(&mut case.classname, last),
-                name: take_or_clone(&mut name, last),
-                file: take_or_clone(&mut case.file, last),
-                status: report.texts.status(status),
+            out.test_results.push(&TestResultRef {
+                run_id,
+                change_id,
+                service,
+                suite: suite_name,
+                test_id: &report.test_id,
+                classname,
+                name,
+                file: attributes.file.as_deref(),
+                status: status.name(),
                 duration_s,
                 attempt: *attempt,
                 started_at,
                 message,
-                source_format: report.texts.source_format.clone(),
+                source_format: "junit",
             });
         }
+    }
+    if !suite.cases.is_empty() {
+        suites.iter_mut().for_each(|s| s.has_cases = true);
     }
     Ok(())
 }
 
-fn take_or_clone<T: Clone + Default>(value: &mut T, take: bool) -> T {
-    if take {
-        std::mem::take(value)
-    } else {
-        value.clone()
-    }
-}
-
-fn main_status(case: &Case) -> Status {
+fn main_status(case: &Case<'_>, status_attribute: Option<&str>) -> Status {
     let has = |kind: Outcome| case.outcomes.iter().any(|(k, _)| *k == kind);
     if has(Outcome::Error) {
         return Status::Error;
@@ -417,12 +391,7 @@ fn main_status(case: &Case) -> Status {
     if has(Outcome::Skipped) {
         return Status::Skipped;
     }
-    match case
-        .status_attr
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
+    match status_attribute.map(str::to_ascii_lowercase).as_deref() {
         Some("failed" | "failure" | "fail") => Status::Failed,
         Some("error" | "errored") => Status::Error,
         Some("skipped" | "disabled" | "notrun" | "ignored" | "skip") => Status::Skipped,
@@ -430,20 +399,25 @@ fn main_status(case: &Case) -> Status {
     }
 }
 
-fn case_rejection(case: &Case, reason: String) -> super::RejectedRecord {
+fn case_rejection(
+    case: &Case<'_>,
+    classname: Option<&str>,
+    name: &str,
+    reason: String,
+) -> super::RejectedRecord {
     super::RejectedRecord {
         line: None,
         byte_offset: Some(case.offset),
         reason,
         raw: format!(
             "<testcase classname={:?} name={:?}>",
-            case.classname.as_deref().unwrap_or(""),
-            case.name.as_deref().unwrap_or("")
+            classname.unwrap_or(""),
+            name
         ),
     }
 }
 
-fn suite_from(element: &BytesStart<'_>) -> Suite {
+fn suite_from(element: &BytesStart<'_>) -> Suite<'static> {
     let mut suite = Suite::default();
     for_each_attribute(element, |key, value| match key {
         b"name" => suite.name = Some(value.into_owned()),
@@ -454,17 +428,17 @@ fn suite_from(element: &BytesStart<'_>) -> Suite {
     suite
 }
 
-fn case_from(element: &BytesStart<'_>) -> Case {
-    let mut case = Case::default();
+fn case_attributes<'e>(element: &'e BytesStart<'_>) -> CaseAttributes<'e> {
+    let mut case = CaseAttributes::default();
     for_each_attribute(element, |key, value| match key {
-        b"name" => case.name = Some(value.into_owned()),
-        b"classname" => case.classname = Some(value.into_owned()),
-        b"class" => case.classname = case.classname.take().or(Some(value.into_owned())),
-        b"file" => case.file = Some(value.into_owned()),
+        b"name" => case.name = Some(value),
+        b"classname" => case.classname = Some(value),
+        b"class" => case.classname = case.classname.take().or(Some(value)),
+        b"file" => case.file = Some(value),
         b"time" => case.duration_s = parse_seconds(&value),
         b"timestamp" => case.timestamp = Ts::parse(&value),
-        b"status" => case.status_attr = Some(value.into_owned()),
-        b"result" => case.status_attr = case.status_attr.take().or(Some(value.into_owned())),
+        b"status" => case.status = Some(value),
+        b"result" => case.status = case.status.take().or(Some(value)),
         _ => {}
     });
     case
@@ -531,7 +505,8 @@ mod tests {
             <property name="maestro.run_id" value="run-7"/></properties>
             <testcase classname="A" name="t" time="1,5"/></testsuite>"#;
         let out = read_xml(xml, &ReportContext::default());
-        let row = &out.test_results[0];
+        let rows = out.test_results.rows();
+        let row = &rows[0];
         assert_eq!(row.change_id.as_deref(), Some("c9"));
         assert_eq!(row.service.as_deref(), Some("api"));
         assert_eq!(&*row.run_id, "run-7");
@@ -547,11 +522,8 @@ mod tests {
             ..Default::default()
         };
         let out = read_xml(xml, &context);
-        let statuses: Vec<_> = out
-            .test_results
-            .iter()
-            .map(|r| (r.attempt, &*r.status))
-            .collect();
+        let rows = out.test_results.rows();
+        let statuses: Vec<_> = rows.iter().map(|r| (r.attempt, &*r.status)).collect();
         assert_eq!(statuses, [(1, "failed"), (2, "error"), (3, "passed")]);
         assert_eq!(out.read, 1);
     }
@@ -581,6 +553,6 @@ mod tests {
             <testsuite name="s"><testcase name="&lol2;"/></testsuite>"#;
         let out = read_xml(bomb, &context);
         assert_eq!(out.read, 1);
-        assert!(out.test_results.iter().all(|r| r.name.len() < 100));
+        assert!(out.test_results.rows().iter().all(|r| r.name.len() < 100));
     }
 }

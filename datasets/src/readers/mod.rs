@@ -11,13 +11,14 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
-use crate::schema::{
-    Change, Deployment, Incident, MetricPoint, ServiceEdge, Slo, Span, TestResult, Ts,
-};
+pub use columns::{TestResultColumns, TestResultRef};
+
+use crate::schema::{Change, Deployment, Incident, MetricPoint, ServiceEdge, Slo, Span, Ts};
 
 pub mod audit;
 pub mod catalog;
 pub mod cdevents;
+pub mod columns;
 pub mod commit_guru;
 pub mod github;
 pub mod json;
@@ -227,7 +228,7 @@ pub struct AuditDraft {
 }
 
 /// What readers produce: rows per table, and rejections.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Records {
     /// Records seen (each accepted or rejected).
     pub read: u64,
@@ -237,8 +238,8 @@ pub struct Records {
     pub deployments: Vec<Deployment>,
     /// `incidents` rows.
     pub incidents: Vec<Incident>,
-    /// `test_results` rows.
-    pub test_results: Vec<TestResult>,
+    /// `test_results` rows, in columns.
+    pub test_results: TestResultColumns,
     /// `spans` rows.
     pub spans: Vec<Span>,
     /// `metric_points` rows.
@@ -316,7 +317,7 @@ impl Records {
         self.changes.clear();
         self.deployments.clear();
         self.incidents.clear();
-        self.test_results.clear();
+        self.test_results = TestResultColumns::default();
         self.spans.clear();
         self.metric_points.clear();
         self.audit.clear();

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use maestro_datasets::Lake;
-use maestro_datasets::ingest::{FileStatus, IngestOptions, IngestReport, ingest};
+use maestro_datasets::ingest::{FileStatus, IngestOptions, IngestReport, Progress, ingest};
 use maestro_datasets::readers::ReportContext;
 use maestro_datasets::schema::Ts;
 
@@ -49,21 +49,22 @@ pub fn run_ingest(
     paths: &[std::path::PathBuf],
     options: &IngestOptions,
 ) -> anyhow::Result<IngestReport> {
-    let total: u64 = paths.iter().map(|p| dir_size(p)).sum();
-    let bar = bytes_bar(total, "ingesting");
-    let report = ingest(lake, paths, options, &|bytes| bar.inc(bytes))
-        .context("ingest failed; the lake is unchanged")?;
-    bar.finish_and_clear();
+    let bar = BarProgress(bytes_bar(0, "ingesting"));
+    let report =
+        ingest(lake, paths, options, &bar).context("ingest failed; the lake is unchanged")?;
+    bar.0.finish_and_clear();
     Ok(report)
 }
 
-fn dir_size(path: &std::path::Path) -> u64 {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
-            .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
-            .unwrap_or(0),
-        Ok(meta) => meta.len(),
-        Err(_) => 0,
+/// The progress bar, sized once ingest has listed the files.
+struct BarProgress(indicatif::ProgressBar);
+
+impl Progress for BarProgress {
+    fn total(&self, bytes: u64) {
+        self.0.set_length(bytes);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
     }
 }
 
