@@ -705,14 +705,19 @@ fn read_small(
     options: &IngestOptions,
 ) -> Result<SmallFile> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    // Sized from the size already taken, plus one byte to notice a file that grew since:
-    // `read_to_end` would look the size up again.
-    let mut bytes = vec![0u8; size.min(options.chunk_bytes) + 1];
-    let len = read_up_to(&mut file, &mut bytes).map_err(|e| Error::io(path, e))?;
-    if len == bytes.len() || bytes[..len].starts_with(&GZIP_MAGIC) {
+    // Sized from the size already taken, plus one byte to notice a file that grew since.
+    // Through `take`, `read_to_end` neither zeroes the buffer first nor looks the size up
+    // again, as it does on a `File`.
+    let limit = size.min(options.chunk_bytes) + 1;
+    let mut bytes = Vec::with_capacity(limit);
+    (&mut file)
+        .take(limit as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    let len = bytes.len();
+    if len == limit || bytes.starts_with(&GZIP_MAGIC) {
         return Ok(SmallFile::Streams);
     }
-    bytes.truncate(len);
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let parsed = (!already_known.contains(&sha256)).then(|| {
         let format = options
