@@ -161,11 +161,13 @@ impl TestResultColumns {
     }
 
     /// Makes room for the rows of a report of `source_bytes`, so that its buffers are not
-    /// grown row by row. The guesses are generous: rows hold fewer text bytes than their XML.
+    /// grown row by row. The guesses are generous (rows hold fewer text bytes than their XML)
+    /// and capped: the buffers of a very large report grow as its rows come.
     pub fn reserve_for(&mut self, source_bytes: usize) {
+        let bytes = source_bytes.min(16 << 20);
         self.parts.push(Part {
-            texts: String::with_capacity(source_bytes),
-            rows: Vec::with_capacity(source_bytes / 128),
+            texts: String::with_capacity(bytes),
+            rows: Vec::with_capacity(bytes / 128),
         });
     }
 
