@@ -321,8 +321,6 @@ fn test_results_schema() -> SchemaRef {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
-    use datafusion::arrow::compute::concat_batches;
-
     use super::*;
 
     fn row(test_id: &str, day: i64) -> TestResult {
@@ -345,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn columns_build_the_batch_the_row_declaration_builds() {
+    fn columns_build_the_batches_the_row_declaration_builds_one_per_date() {
         let rows = [row("a", 0), row("b", 1), row("c", 1)];
         let (mut first, mut second) = (TestResultColumns::default(), TestResultColumns::default());
         first.push(&rows[0].borrowed());
@@ -355,12 +353,18 @@ mod tests {
         first.append(&mut second);
         assert!(second.is_empty());
         assert_eq!(first.rows(), rows);
-        let expected = TestResult::to_batch(&rows.iter().collect::<Vec<_>>());
+        // A report whose rows change date part-way.
+        let (d, e) = (row("d", 1), row("e", 0));
+        let mut third = TestResultColumns::default();
+        third.push(&d.borrowed());
+        third.push(&e.borrowed());
+        first.append(&mut third);
         let batches = first.take_batches();
-        assert_eq!(
-            concat_batches(&TestResult::schema(), &batches).unwrap(),
-            expected
-        );
         assert!(first.is_empty());
+        let by_date = [vec![&rows[0], &e], vec![&rows[1], &rows[2], &d]];
+        assert_eq!(batches.len(), by_date.len());
+        for (batch, rows) in batches.iter().zip(&by_date) {
+            assert_eq!(*batch, TestResult::to_batch(rows));
+        }
     }
 }
