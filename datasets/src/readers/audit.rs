@@ -58,45 +58,80 @@ pub fn redraft(canonical: &str) -> Result<AuditDraft, String> {
     }
 }
 
+/// A field's value as a non-empty string.
+fn text<'j>(value: Option<&'j Json<'_>>) -> Option<&'j str> {
+    value.and_then(Json::as_text)
+}
+
+/// The user name of a Kubernetes user info object.
+fn username<'j>(user: Option<&'j Json<'_>>) -> Option<&'j str> {
+    user.and_then(|u| u.str_at(&["username"]))
+}
+
 fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
     if !event.is_object() {
         return Err("not a JSON object".into());
     }
-    let audit_id = event.str_at(&["auditID"]).ok_or("missing auditID")?;
-    let time = event
-        .first_str(&[
-            &["stageTimestamp"],
-            &["requestReceivedTimestamp"],
-            &["timestamp"],
-        ])
+    // Every field in one walk over the event's sorted keys.
+    let [
+        audit_id,
+        impersonated_user,
+        object,
+        request_received,
+        request_uri,
+        response_status,
+        stage,
+        stage_timestamp,
+        timestamp,
+        user,
+        verb,
+    ] = event.members([
+        "auditID",
+        "impersonatedUser",
+        "objectRef",
+        "requestReceivedTimestamp",
+        "requestURI",
+        "responseStatus",
+        "stage",
+        "stageTimestamp",
+        "timestamp",
+        "user",
+        "verb",
+    ]);
+    let audit_id = text(audit_id).ok_or("missing auditID")?;
+    let time = text(stage_timestamp)
+        .or(text(request_received))
+        .or(text(timestamp))
         .ok_or("missing stageTimestamp and requestReceivedTimestamp")?;
     let at = Ts::parse(time).ok_or_else(|| format!("timestamp {time:?} is not RFC 3339"))?;
-    let verb = event.str_at(&["verb"]).ok_or("missing verb")?;
-    let actor = event
-        .first_str(&[&["impersonatedUser", "username"], &["user", "username"]])
+    let verb = text(verb).ok_or("missing verb")?;
+    let actor = username(impersonated_user)
+        .or(username(user))
         .unwrap_or("system:anonymous");
-    let object = event.get("objectRef");
+    let [name, namespace, kind, subresource] = object
+        .map(|o| o.members(["name", "namespace", "resource", "subresource"]))
+        .unwrap_or_default();
     let resource = match object {
-        Some(object) => {
+        Some(_) => {
             let joined = |first: Option<&str>, second: Option<&str>| match (first, second) {
                 (Some(a), Some(b)) => [a, "/", b].concat(),
                 (a, b) => a.or(b).unwrap_or("").to_string(),
             };
-            let kind = joined(
-                object.str_at(&["resource"]),
-                object.str_at(&["subresource"]),
-            );
-            let name = joined(object.str_at(&["namespace"]), object.str_at(&["name"]));
+            let kind = joined(text(kind), text(subresource));
+            let name = joined(text(namespace), text(name));
             [kind.as_str(), ":", &name].concat()
         }
-        None => event.str_at(&["requestURI"]).unwrap_or("").to_string(),
+        None => text(request_uri).unwrap_or("").to_string(),
     };
-    let outcome = match event.at(&["responseStatus", "code"]).and_then(Json::as_i64) {
+    let outcome = match response_status
+        .and_then(|status| status.get("code"))
+        .and_then(Json::as_i64)
+    {
         Some(code) if code < 400 => "success",
         Some(_) => "failure",
         None => "unknown",
     };
-    let stage = event.str_at(&["stage"]).unwrap_or("");
+    let stage = text(stage).unwrap_or("");
     Ok(AuditDraft {
         event_id: if stage.is_empty() {
             audit_id.to_string()
@@ -109,9 +144,7 @@ fn k8s_event(event: &Json<'_>, size_hint: usize) -> Result<AuditDraft, String> {
         resource,
         outcome: outcome.into(),
         source: "kubernetes".into(),
-        scope: object
-            .and_then(|o| o.str_at(&["namespace"]))
-            .map(str::to_string),
+        scope: text(namespace).map(str::to_string),
         canonical: event.to_canonical_sized(size_hint),
     })
 }

@@ -60,6 +60,44 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// The members `keys` of an object, found in one walk beside its sorted members: cheaper
+    /// than a search per key when a reader picks many. `keys` must be in byte order.
+    pub fn members<const N: usize>(&self, keys: [&str; N]) -> [Option<&Json<'a>>; N] {
+        debug_assert!(keys.is_sorted(), "keys in byte order: {keys:?}");
+        let mut found = [None; N];
+        let Json::Object(members) = self else {
+            return found;
+        };
+        let mut wanted = keys.iter().enumerate().peekable();
+        for (key, value) in members {
+            while let Some((i, want)) = wanted.peek() {
+                match (**want).cmp(key.as_ref()) {
+                    std::cmp::Ordering::Less => {
+                        wanted.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        found[*i] = Some(value);
+                        wanted.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            if wanted.peek().is_none() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// This value as a non-empty string.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Json::String(text) if !text.is_empty() => Some(text),
+            _ => None,
+        }
+    }
+
     /// The value at a path of object keys.
     pub fn at(&self, path: &[&str]) -> Option<&Json<'a>> {
         path.iter().try_fold(self, |value, key| value.get(key))
@@ -67,10 +105,7 @@ impl<'a> Json<'a> {
 
     /// The non-empty string at a path of object keys.
     pub fn str_at(&self, path: &[&str]) -> Option<&str> {
-        match self.at(path)? {
-            Json::String(text) if !text.is_empty() => Some(text),
-            _ => None,
-        }
+        self.at(path)?.as_text()
     }
 
     /// The first non-empty string found among `paths`.
@@ -267,6 +302,18 @@ mod tests {
         let ours: Json<'_> = serde_json::from_str(text).unwrap();
         let theirs: serde_json::Value = serde_json::from_str(text).unwrap();
         (ours.to_canonical(), theirs.to_string())
+    }
+
+    #[test]
+    fn members_finds_what_get_finds() {
+        let object: Json<'_> =
+            serde_json::from_str(r#"{"b": 2, "Z": 0, "d": "x", "a": 1, "dd": null}"#).unwrap();
+        let keys = ["", "Z", "a", "c", "d", "dd", "e"];
+        let found = object.members(keys);
+        for (key, member) in keys.iter().zip(found) {
+            assert_eq!(member, object.get(key), "{key}");
+        }
+        assert_eq!(Json::Null.members(["a"]), [None]);
     }
 
     #[test]
