@@ -281,6 +281,7 @@ fn close_suite(
         Some(per_test) => per_test,
         None => report.attempts.entry(run_id.to_string()).or_default(),
     };
+    per_test.reserve(suite.cases.len());
     for case in &suite.cases {
         out.read += 1;
         let attributes = case_attributes(&case.element);
