@@ -1,7 +1,8 @@
 //! Scale runs of Maestro on generated data: each prints seconds, MB/s, rows/s and peak memory.
 //!
-//! `maestro-scale ingest [--mb N]` times `maestro ingest` on one core (RAYON_NUM_THREADS=1) for
-//! JUnit XML, OTLP JSON and audit JSON, each from files built out of a generated history.
+//! `maestro-scale ingest [--mb N] [--runs N]` times `maestro ingest` on one core
+//! (RAYON_NUM_THREADS=1) for JUnit XML, OTLP JSON and audit JSON, each from files built out of a
+//! generated history, `--runs` times each (3 by default): the median run, and the MB/s range.
 //! `maestro-scale stream [--gb N]` ingests one large OTLP metrics file and reports peak memory.
 //! `maestro-scale demo` times `maestro demo` at its default size.
 //! `maestro-scale training [--rows N] [--columns N]` times an epoch of logistic regression and of
@@ -85,7 +86,11 @@ fn main() -> anyhow::Result<()> {
     }
     let maestro = maestro_binary()?;
     match args.first().map(String::as_str) {
-        Some("ingest") => ingest_throughput(&maestro, number("--mb", 200.0)?),
+        Some("ingest") => ingest_throughput(
+            &maestro,
+            number("--mb", 200.0)?,
+            number("--runs", 3.0)? as usize,
+        ),
         Some("stream") => stream_memory(&maestro, number("--gb", 2.0)?),
         Some("demo") => demo(&maestro),
         Some("nightly") => {
@@ -108,7 +113,7 @@ fn main() -> anyhow::Result<()> {
             )
         }
         _ => bail!(
-            "usage: maestro-scale ingest [--mb N] | stream [--gb N] | demo | nightly [--days N] [--services N] [--dir DIR] | plan [--services N] [--edges N] [--dir DIR] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
+            "usage: maestro-scale ingest [--mb N] [--runs N] | stream [--gb N] | demo | nightly [--days N] [--services N] [--dir DIR] | plan [--services N] [--edges N] [--dir DIR] | training [--rows N] [--columns N] | risk [--days N] [--services N] | tests [--days N] [--services N] | select-tests [--tests N] | reports [--days N] [--services N] [--trace-days N] [--dir DIR]"
         ),
     }
 }
@@ -325,12 +330,14 @@ fn records_read(stdout: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn ingest_throughput(maestro: &Path, mb: f64) -> anyhow::Result<()> {
+/// Times the ingest of each format `runs` times, each into a fresh lake, and prints the run of
+/// median time with the range of MB/s: single runs on shared machines vary by 10-30%.
+fn ingest_throughput(maestro: &Path, mb: f64, runs: usize) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let sources = history(scratch.path())?;
     println!(
-        "{:<12} {:>9} {:>9} {:>9} {:>10} {:>12} {:>11}",
-        "format", "MB", "seconds", "cpu s", "MB/s", "rows/s", "peak MB"
+        "{:<12} {:>9} {:>9} {:>9} {:>10} {:>15} {:>12} {:>11}",
+        "format", "MB", "seconds", "cpu s", "MB/s", "MB/s range", "rows/s", "peak MB"
     );
     for (name, needle, as_lines) in [
         ("junit", "junit/", false),
@@ -345,21 +352,32 @@ fn ingest_throughput(maestro: &Path, mb: f64) -> anyhow::Result<()> {
             as_lines,
         )?;
         let lake = scratch.path().join(format!("lake-{name}"));
-        let m = run_ingest(maestro, &lake, &input, true)?;
-        let rows = records_read(&m.stdout);
+        let mut measured = Vec::new();
+        for _ in 0..runs.max(1) {
+            measured.push(run_ingest(maestro, &lake, &input, true)?);
+            fs::remove_dir_all(&lake)?;
+        }
+        measured.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
         let megabytes = bytes as f64 / 1e6;
+        let m = &measured[measured.len() / 2];
+        let rows = records_read(&m.stdout);
+        let range = format!(
+            "{:.1}-{:.1}",
+            megabytes / measured[measured.len() - 1].seconds,
+            megabytes / measured[0].seconds
+        );
         println!(
-            "{:<12} {:>9.1} {:>9.2} {:>9.2} {:>10.1} {:>12.0} {:>11.0}",
+            "{:<12} {:>9.1} {:>9.2} {:>9.2} {:>10.1} {:>15} {:>12.0} {:>11.0}",
             name,
             megabytes,
             m.seconds,
             m.cpu_seconds,
             megabytes / m.seconds,
+            range,
             rows as f64 / m.seconds,
             m.peak_rss_mb
         );
         fs::remove_dir_all(&input)?;
-        fs::remove_dir_all(&lake)?;
     }
     Ok(())
 }
