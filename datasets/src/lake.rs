@@ -104,6 +104,11 @@ impl Lake {
         }
     }
 
+    /// The folder of the partition of a table laid out by date that holds the instant `at`.
+    pub fn partition_dir(&self, table: &TableDef, at: Ts) -> PathBuf {
+        self.table_dir(table).join(format!("date={}", at.date()))
+    }
+
     /// The folder of a report table, computed by SQL: `reports/<name>`.
     pub fn report_dir(&self, name: &str) -> PathBuf {
         self.root.join("reports").join(name)
@@ -275,10 +280,7 @@ impl Txn<'_> {
                         .push(row);
                 }
                 for (at, rows) in by_partition.into_values() {
-                    let dir = self
-                        .lake
-                        .table_dir(&table)
-                        .join(format!("date={}", at.date()));
+                    let dir = self.lake.partition_dir(&table, at);
                     let batch = R::to_batch(&rows);
                     match mode {
                         WriteMode::Append => self.append_batch(&dir, &batch)?,
@@ -309,7 +311,8 @@ impl Txn<'_> {
                 table.name
             )));
         }
-        let mut by_day: BTreeMap<i64, Vec<RecordBatch>> = BTreeMap::new();
+        // Grouped by day number, each with one of its instants to name the partition.
+        let mut by_day: BTreeMap<i64, (Ts, Vec<RecordBatch>)> = BTreeMap::new();
         for batch in batches {
             let times = batch
                 .column_by_name(at)
@@ -321,30 +324,31 @@ impl Txn<'_> {
                         table.name
                     ))
                 })?;
-            let days: Vec<i64> = times.values().iter().map(|t| Ts(*t).day()).collect();
-            match days.first() {
+            let times: Vec<Ts> = times.values().iter().map(|t| Ts(*t)).collect();
+            match times.first() {
                 None => {}
-                Some(first) if days.iter().all(|d| d == first) => {
-                    by_day.entry(*first).or_default().push(batch.clone());
+                Some(first) if times.iter().all(|t| t.day() == first.day()) => {
+                    let (_, day) = by_day.entry(first.day()).or_insert((*first, Vec::new()));
+                    day.push(batch.clone());
                 }
                 Some(_) => {
-                    let mut rows_by_day: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-                    for (row, day) in days.iter().enumerate() {
-                        rows_by_day.entry(*day).or_default().push(row as u32);
+                    let mut rows_by_day: BTreeMap<i64, (Ts, Vec<u32>)> = BTreeMap::new();
+                    for (row, t) in times.iter().enumerate() {
+                        let (_, rows) = rows_by_day.entry(t.day()).or_insert((*t, Vec::new()));
+                        rows.push(row as u32);
                     }
-                    for (day, rows) in rows_by_day {
+                    for (day, (t, rows)) in rows_by_day {
                         let rows = take_record_batch(batch, &UInt32Array::from(rows))
                             .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?;
-                        by_day.entry(day).or_default().push(rows);
+                        by_day.entry(day).or_insert((t, Vec::new())).1.push(rows);
                     }
                 }
             }
         }
-        let table_dir = self.lake.table_dir(&table);
-        for (day, batches) in by_day {
+        for (at, batches) in by_day.into_values() {
             let rows = concat_batches(&R::schema(), &batches)
                 .map_err(|e| Error::Internal(format!("joining {} rows: {e}", table.name)))?;
-            let dir = table_dir.join(format!("date={}", Ts(day * 86_400_000_000).date()));
+            let dir = self.lake.partition_dir(&table, at);
             self.append_batch(&dir, &rows)?;
         }
         Ok(())

@@ -371,3 +371,50 @@ fn rejected_raw_text_is_bounded_and_says_when_it_was_cut() {
     assert_eq!(raw.value(0).len(), maestro_datasets::ledger::RAW_LIMIT);
     assert!(cut.value(0));
 }
+
+/// Records what an ingest says of its progress, in order.
+#[derive(Default)]
+struct HeardProgress(std::sync::Mutex<Vec<(&'static str, u64)>>);
+
+impl maestro_datasets::ingest::Progress for HeardProgress {
+    fn total(&self, bytes: u64) {
+        self.0.lock().unwrap().push(("total", bytes));
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.lock().unwrap().push(("advance", bytes));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn links_in_a_folder_are_followed_and_progress_hears_the_total_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_xml = |name: &str| {
+        format!(
+            r#"<testsuite name="s" timestamp="2024-03-01T10:00:00"><testcase classname="A" name="{name}"/></testsuite>"#
+        )
+    };
+    let (folder, elsewhere, nested) = (
+        dir.path().join("in"),
+        dir.path().join("elsewhere"),
+        dir.path().join("nested"),
+    );
+    for path in [&folder, &elsewhere, &nested] {
+        std::fs::create_dir(path).unwrap();
+    }
+    std::fs::write(folder.join("a.xml"), report_xml("a")).unwrap();
+    std::fs::write(elsewhere.join("b.xml"), report_xml("b")).unwrap();
+    std::fs::write(nested.join("c.xml"), report_xml("c")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("b.xml"), folder.join("b.xml")).unwrap();
+    std::os::unix::fs::symlink(&nested, folder.join("sub")).unwrap();
+
+    let lake = Lake::open(dir.path().join("lake")).unwrap();
+    let progress = HeardProgress::default();
+    let report = ingest(&lake, &[folder], &IngestOptions::default(), &progress).unwrap();
+    assert_eq!((report.files.len(), report.accepted), (3, 3));
+    let heard = progress.0.into_inner().unwrap();
+    let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
+    assert_eq!(heard[0], ("total", bytes));
+    let advanced: u64 = heard[1..].iter().map(|(_, n)| n).sum();
+    assert_eq!(advanced, bytes);
+}
