@@ -20,8 +20,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use quick_xml::Reader;
-use quick_xml::events::attributes::Attribute;
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::Event;
 
 use super::{Chunk, Records, TestResultRef, truncate_raw};
 use crate::schema::Ts;
@@ -41,10 +40,10 @@ struct Suite<'a> {
     cases: Vec<Case<'a>>,
 }
 
-/// A `<testcase>` as read: its element, whose attributes are parsed only when the suite closes
-/// and its rows are written, straight from the input.
+/// A `<testcase>` as read: its tag, whose attributes are parsed only when the suite closes and
+/// its rows are written, straight from the input.
 struct Case<'a> {
-    element: BytesStart<'a>,
+    tag: Cow<'a, str>,
     /// Outcome elements in document order, with their message.
     outcomes: Vec<(Outcome, Option<String>)>,
     offset: i64,
@@ -102,6 +101,14 @@ pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
 fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     // Reading from the slice itself, events borrow the input: nothing is copied per element.
     let mut reader = Reader::from_reader(chunk.bytes);
+    // Checked once for the whole report, so that tags are text without a check of their own.
+    let text = std::str::from_utf8(chunk.bytes).ok();
+    let tag_text = |start: usize, end: usize| -> Cow<'_, str> {
+        match text.and_then(|t| t.get(start..end)) {
+            Some(tag) => Cow::Borrowed(tag),
+            None => String::from_utf8_lossy(&chunk.bytes[start..end]),
+        }
+    };
     reader.config_mut().trim_text(true);
     let mut suites: Vec<Suite<'_>> = Vec::new();
     let mut case: Option<Case<'_>> = None;
@@ -109,7 +116,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     let mut saw_junit_root = false;
     let mut report = Report::default();
     loop {
-        let offset = reader.buffer_position() as i64;
+        let offset = reader.buffer_position() as usize;
         let event = reader
             .read_event()
             .map_err(|e| format!("corrupt XML at byte {}: {e}", reader.error_position()))?;
@@ -134,6 +141,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
             Event::Eof => break,
             _ => continue,
         };
+        let tag = || tag_text(offset, reader.buffer_position() as usize);
         if !is_empty {
             depth += 1;
             if depth > MAX_DEPTH {
@@ -143,7 +151,7 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
         match element.local_name().as_ref() {
             b"testsuites" | b"testsuite" => {
                 saw_junit_root = true;
-                suites.push(suite_from(&element));
+                suites.push(suite_from(&tag()));
                 if is_empty {
                     close_suite(&mut suites, chunk, out, &mut report)?;
                 }
@@ -154,9 +162,9 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                     suites.push(Suite::default());
                 }
                 let new_case = Case {
-                    element,
+                    tag: tag(),
                     outcomes: Vec::new(),
-                    offset: chunk.first_offset + offset,
+                    offset: chunk.first_offset + offset as i64,
                 };
                 if is_empty {
                     suites
@@ -169,17 +177,17 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
                 }
             }
             b"property" => {
-                if let (Some(key), Some(value), Some(suite)) = (
-                    attr(&element, "name"),
-                    attr(&element, "value"),
-                    suites.last_mut(),
-                ) {
+                let tag = tag();
+                if let (Some(key), Some(value), Some(suite)) =
+                    (attr(&tag, "name"), attr(&tag, "value"), suites.last_mut())
+                {
                     suite.properties.entry(key).or_insert(value);
                 }
             }
             name => {
                 if let (Some(kind), Some(case)) = (Outcome::from_element(name), case.as_mut()) {
-                    let message = attr(&element, "message").or_else(|| attr(&element, "type"));
+                    let tag = tag();
+                    let message = attr(&tag, "message").or_else(|| attr(&tag, "type"));
                     case.outcomes.push((kind, message));
                 }
             }
@@ -284,7 +292,7 @@ fn close_suite(
     per_test.reserve(suite.cases.len());
     for case in &suite.cases {
         out.read += 1;
-        let attributes = case_attributes(&case.element);
+        let attributes = case_attributes(&case.tag);
         let unnamed_label;
         let name: &str = match &attributes.name {
             Some(name) => name,
@@ -418,28 +426,28 @@ fn case_rejection(
     }
 }
 
-fn suite_from(element: &BytesStart<'_>) -> Suite<'static> {
+fn suite_from(tag: &str) -> Suite<'static> {
     let mut suite = Suite::default();
-    for_each_attribute(element, |key, value| match key {
-        b"name" => suite.name = Some(value.into_owned()),
-        b"timestamp" => suite.timestamp = Ts::parse(&value),
-        b"tests" => suite.declared_tests = value.trim().parse().ok(),
+    for_each_attribute(tag, |key, value| match key {
+        "name" => suite.name = Some(value.into_owned()),
+        "timestamp" => suite.timestamp = Ts::parse(&value),
+        "tests" => suite.declared_tests = value.trim().parse().ok(),
         _ => {}
     });
     suite
 }
 
-fn case_attributes<'e>(element: &'e BytesStart<'_>) -> CaseAttributes<'e> {
+fn case_attributes(tag: &str) -> CaseAttributes<'_> {
     let mut case = CaseAttributes::default();
-    for_each_attribute(element, |key, value| match key {
-        b"name" => case.name = Some(value),
-        b"classname" => case.classname = Some(value),
-        b"class" => case.classname = case.classname.take().or(Some(value)),
-        b"file" => case.file = Some(value),
-        b"time" => case.duration_s = parse_seconds(&value),
-        b"timestamp" => case.timestamp = Ts::parse(&value),
-        b"status" => case.status = Some(value),
-        b"result" => case.status = case.status.take().or(Some(value)),
+    for_each_attribute(tag, |key, value| match key {
+        "name" => case.name = Some(value),
+        "classname" => case.classname = Some(value),
+        "class" => case.classname = case.classname.take().or(Some(value)),
+        "file" => case.file = Some(value),
+        "time" => case.duration_s = parse_seconds(&value),
+        "timestamp" => case.timestamp = Ts::parse(&value),
+        "status" => case.status = Some(value),
+        "result" => case.status = case.status.take().or(Some(value)),
         _ => {}
     });
     case
@@ -454,36 +462,61 @@ fn parse_seconds(text: &str) -> Option<f64> {
     }
 }
 
-/// Calls `visit` with each non-empty attribute: (local name, unescaped value). Values borrow
-/// the input unless they hold entities; only predefined and numeric entities are expanded.
-fn for_each_attribute<'a>(element: &'a BytesStart<'_>, mut visit: impl FnMut(&[u8], Cow<'a, str>)) {
-    for attribute in element.attributes().with_checks(false).flatten() {
-        let value = attribute_text(&attribute);
+/// Calls `visit` with each non-empty attribute of a start tag (`<name a="1" b='2'/>`, with any
+/// space before it): (local name, value with predefined and numeric entities expanded; a value
+/// whose entities cannot be expanded is kept as written). Values borrow the tag unless they hold
+/// entities.
+///
+/// quick-xml has found the tag's end with its quotes balanced; this only splits the pairs.
+/// quick-xml's own attribute iterator steps byte by byte and checks each value's UTF-8 again,
+/// and took as long as the rest of the parse of a report: the report is checked once.
+fn for_each_attribute<'t>(tag: &'t str, mut visit: impl FnMut(&str, Cow<'t, str>)) {
+    let bytes = tag.as_bytes();
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    // Past `<` and the element's name.
+    let Some(open) = memchr::memchr(b'<', bytes) else {
+        return;
+    };
+    let mut at = open + 1;
+    while at < bytes.len() && !is_space(bytes[at]) && !matches!(bytes[at], b'/' | b'>') {
+        at += 1;
+    }
+    // Each pair: space, key, `=` with optional space around it, then a quoted value.
+    while let Some(eq) = memchr::memchr(b'=', &bytes[at..]).map(|i| at + i) {
+        let key = tag[at..eq].trim_matches(|c: char| c.is_ascii_whitespace());
+        let mut start = eq + 1;
+        while start < bytes.len() && is_space(bytes[start]) {
+            start += 1;
+        }
+        let Some(&quote @ (b'"' | b'\'')) = bytes.get(start) else {
+            return;
+        };
+        let Some(end) = memchr::memchr(quote, &bytes[start + 1..]).map(|i| start + 1 + i) else {
+            return;
+        };
+        let raw = &tag[start + 1..end];
+        at = end + 1;
+        let value = if raw.contains('&') {
+            quick_xml::escape::unescape(raw).unwrap_or(Cow::Borrowed(raw))
+        } else {
+            Cow::Borrowed(raw)
+        };
         if !value.is_empty() {
-            visit(attribute.key.local_name().as_ref(), value);
+            let local_name = key.rsplit(':').next().unwrap_or(key);
+            visit(local_name, value);
         }
     }
 }
 
-fn attribute_text<'a>(attribute: &Attribute<'a>) -> Cow<'a, str> {
-    match attribute.unescape_value() {
-        Ok(value) => value,
-        Err(_) => match &attribute.value {
-            Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes),
-            Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
-        },
-    }
-}
-
 /// An attribute's value, unescaped when it can be (predefined and numeric entities only).
-fn attr(element: &BytesStart<'_>, key: &str) -> Option<String> {
-    element
-        .attributes()
-        .with_checks(false)
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == key.as_bytes())
-        .map(|a| attribute_text(&a).into_owned())
-        .filter(|v| !v.is_empty())
+fn attr(tag: &str, key: &str) -> Option<String> {
+    let mut found = None;
+    for_each_attribute(tag, |name, value| {
+        if found.is_none() && name == key {
+            found = Some(value.into_owned());
+        }
+    });
+    found
 }
 
 #[cfg(test)]
@@ -537,6 +570,49 @@ mod tests {
         );
         assert_eq!((out.read, out.accepted()), (1, 0));
         assert!(out.rejected[0].reason.contains("--at"));
+    }
+
+    #[test]
+    fn attributes_split_as_xml_writes_them() {
+        let tag = "\n  <x:testcase a = 'one' xsi:b=\"t&lt;&#x41;\" c=\"a>b\" d=\"\" e=\"&bogus;\"\tf='x\"y'/>";
+        let mut seen = Vec::new();
+        for_each_attribute(tag, |key, value| {
+            seen.push((key.to_string(), value.into_owned()))
+        });
+        let expected = [
+            ("a", "one"),
+            ("b", "t<A"),
+            ("c", "a>b"),
+            ("e", "&bogus;"),
+            ("f", "x\"y"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(
+            attr("<property name='k' value=\"v\">", "value").as_deref(),
+            Some("v")
+        );
+        // A tag cut short keeps the pairs before the cut.
+        assert_eq!(
+            attr("<testcase name=\"n\" time=\"1", "name").as_deref(),
+            Some("n")
+        );
+        assert_eq!(attr("<testcase name=\"n\" time=\"1", "time"), None);
+    }
+
+    #[test]
+    fn a_report_that_is_not_utf8_keeps_its_other_characters() {
+        let xml = b"<testsuite name=\"s\" timestamp=\"2024-03-01T10:00:00\"><testcase name=\"caf\xe9\" classname=\"A\"/></testsuite>";
+        let context = ReportContext::default();
+        let chunk = Chunk::whole_file(xml, "abcdef0123456789ff", None, &context);
+        let mut out = Records::default();
+        read(&chunk, &mut out);
+        let rows = out.test_results.rows();
+        assert_eq!(rows[0].name, "caf\u{fffd}");
+        assert_eq!(rows[0].classname.as_deref(), Some("A"));
     }
 
     #[test]
