@@ -455,11 +455,11 @@ fn case_attributes(tag: &str) -> CaseAttributes<'_> {
 
 /// Seconds as producers write them, some with thousands separators ("1,234.5").
 fn parse_seconds(text: &str) -> Option<f64> {
-    if text.contains(',') {
-        text.replace(',', "").trim().parse().ok()
-    } else {
-        text.trim().parse().ok()
-    }
+    let text = text.trim();
+    text.parse().ok().or_else(|| {
+        text.contains(',')
+            .then(|| text.replace(',', "").parse().ok())?
+    })
 }
 
 /// Calls `visit` with each non-empty attribute of a start tag (`<name a="1" b='2'/>`, with any
@@ -483,7 +483,7 @@ fn for_each_attribute<'t>(tag: &'t str, mut visit: impl FnMut(&str, Cow<'t, str>
     }
     // Each pair: space, key, `=` with optional space around it, then a quoted value.
     while let Some(eq) = memchr::memchr(b'=', &bytes[at..]).map(|i| at + i) {
-        let key = tag[at..eq].trim_matches(|c: char| c.is_ascii_whitespace());
+        let key = tag[at..eq].trim_ascii();
         let mut start = eq + 1;
         while start < bytes.len() && is_space(bytes[start]) {
             start += 1;
@@ -491,18 +491,34 @@ fn for_each_attribute<'t>(tag: &'t str, mut visit: impl FnMut(&str, Cow<'t, str>
         let Some(&quote @ (b'"' | b'\'')) = bytes.get(start) else {
             return;
         };
-        let Some(end) = memchr::memchr(quote, &bytes[start + 1..]).map(|i| start + 1 + i) else {
-            return;
-        };
+        // The closing quote, noting on the way whether the value holds an entity.
+        let mut end = start + 1;
+        let mut has_entity = false;
+        loop {
+            match memchr::memchr2(quote, b'&', &bytes[end..]) {
+                Some(i) if bytes[end + i] == b'&' => {
+                    has_entity = true;
+                    end += i + 1;
+                }
+                Some(i) => {
+                    end += i;
+                    break;
+                }
+                None => return,
+            }
+        }
         let raw = &tag[start + 1..end];
         at = end + 1;
-        let value = if raw.contains('&') {
+        let value = if has_entity {
             quick_xml::escape::unescape(raw).unwrap_or(Cow::Borrowed(raw))
         } else {
             Cow::Borrowed(raw)
         };
         if !value.is_empty() {
-            let local_name = key.rsplit(':').next().unwrap_or(key);
+            let local_name = match key.bytes().rposition(|b| b == b':') {
+                Some(colon) => &key[colon + 1..],
+                None => key,
+            };
             visit(local_name, value);
         }
     }
