@@ -733,12 +733,17 @@ fn parquet_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingF
     // Texts go without min and max. The lake's texts (ids, names, messages) lie in ingest
     // order, so a row group's range of them spans nearly all values and prunes nothing, while
     // computing it compared every value written: a fifth of the cost of writing test results.
+    // Floats go without a dictionary. They are measurements (durations, metric values), mostly
+    // distinct: a dictionary of them hashed every value and came out larger than the values
+    // compressed (test durations: 2.1 MB plain, 2.7 MB with one).
     for field in schema.fields() {
-        if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
-            props = props.set_column_statistics_enabled(
-                ColumnPath::from(field.name().as_str()),
-                EnabledStatistics::None,
-            );
+        let column = || ColumnPath::from(field.name().as_str());
+        match field.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => {
+                props = props.set_column_statistics_enabled(column(), EnabledStatistics::None);
+            }
+            DataType::Float64 => props = props.set_column_dictionary_enabled(column(), false),
+            _ => {}
         }
     }
     let props = props.build();

@@ -131,8 +131,10 @@ impl Part {
     fn push(&mut self, row: &TestResultRef<'_>) {
         let texts = row.texts();
         if self.rows.is_empty() && self.expected_rows > 0 {
+            // With room for later values half as long again as the first.
             for (column, value) in self.texts.iter_mut().zip(&texts) {
-                column.reserve(self.expected_rows * value.map_or(0, str::len));
+                let len = value.map_or(0, str::len);
+                column.reserve(self.expected_rows * (len + len / 2));
             }
         }
         let mut text_ends = [0; TEXT_COLUMNS];

@@ -434,6 +434,9 @@ fn suite_from(tag: &str) -> Suite<'static> {
         "tests" => suite.declared_tests = value.trim().parse().ok(),
         _ => {}
     });
+    // Room for the cases the suite declares, within reason: the count is the producer's word.
+    let declared = suite.declared_tests.unwrap_or_default().min(4096);
+    suite.cases.reserve(declared as usize);
     suite
 }
 

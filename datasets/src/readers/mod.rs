@@ -6,6 +6,7 @@
 //! not take, so that records read = accepted + rejected holds for every file. A file that is not
 //! of the format at all (corrupt, foreign) is one rejected record, with the reason.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -366,7 +367,11 @@ pub fn detect(head: &[u8]) -> Result<Format, String> {
 }
 
 fn detect_in(head: &[u8]) -> Result<Format, String> {
-    let text = String::from_utf8_lossy(head);
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => Cow::Borrowed(text),
+        // Cut in the middle of a character, or not UTF-8 at all.
+        Err(_) => String::from_utf8_lossy(head),
+    };
     let body = text.trim_start_matches('\u{feff}').trim_start();
     if body.is_empty() {
         return Err("empty file".into());
