@@ -71,6 +71,15 @@ pub struct TestResultColumns {
 
 /// The text columns, in schema order.
 const TEXT_COLUMNS: usize = 11;
+/// Text columns by position.
+const RUN_ID: usize = 0;
+const TEST_ID: usize = 4;
+
+/// Where the rows of one report begin, to number their attempts once it is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportRows {
+    first_part: usize,
+}
 
 /// The rows of one file, each text column laid out as Arrow lays it out: its values end to
 /// end, so that the columns of many files are joined by copying whole buffers.
@@ -223,17 +232,43 @@ impl TestResultColumns {
         self.parts.iter().all(|p| p.rows.is_empty())
     }
 
-    /// Makes room for the rows of a report of `source_bytes`, so that its columns are not
-    /// grown row by row: each is sized when its first value is seen. The guess is generous
-    /// (a row takes more than 128 bytes of XML) and capped: the columns of a very large report
-    /// grow as its rows come.
-    pub fn reserve_for(&mut self, source_bytes: usize) {
+    /// Starts the rows of a report of `source_bytes`, making room for them so that its
+    /// columns are not grown row by row: each is sized when its first value is seen. The guess
+    /// is generous (a row takes more than 128 bytes of XML) and capped: the columns of a very
+    /// large report grow as its rows come. Returns where the report's rows begin.
+    pub fn start_report(&mut self, source_bytes: usize) -> ReportRows {
         let expected_rows = source_bytes.min(16 << 20) / 128;
         self.parts.push(Part {
             expected_rows,
             rows: Vec::with_capacity(expected_rows),
             ..Part::default()
         });
+        ReportRows {
+            first_part: self.parts.len() - 1,
+        }
+    }
+
+    /// Numbers the attempts of the rows of a report, from `report` on: each row of a test
+    /// (run id and test id) is its next attempt, 1 for the first, in the order pushed.
+    pub fn number_attempts(&mut self, report: ReportRows) {
+        let parts = &mut self.parts[report.first_part..];
+        let mut seen: foldhash::HashMap<(&str, &str), i64> = foldhash::HashMap::default();
+        let mut attempts = Vec::with_capacity(parts.iter().map(Part::len).sum());
+        for part in parts.iter() {
+            for row in 0..part.len() {
+                let key = (
+                    part.text(row, RUN_ID).unwrap_or_default(),
+                    part.text(row, TEST_ID).unwrap_or_default(),
+                );
+                let attempt = seen.entry(key).or_insert(0);
+                *attempt += 1;
+                attempts.push(*attempt);
+            }
+        }
+        let rows = parts.iter_mut().flat_map(|part| &mut part.rows);
+        for (row, attempt) in rows.zip(attempts) {
+            row.attempt = attempt;
+        }
     }
 
     /// Adds one row.

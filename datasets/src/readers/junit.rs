@@ -91,10 +91,12 @@ impl Outcome {
 
 /// Reads one JUnit/xUnit XML file.
 pub fn read(chunk: &Chunk<'_>, out: &mut Records) {
-    out.test_results.reserve_for(chunk.bytes.len());
-    if let Err(reason) = parse(chunk, out) {
+    let report_rows = out.test_results.start_report(chunk.bytes.len());
+    match parse(chunk, out) {
+        // A test met more than once in a run is retried: its rows are its attempts.
+        Ok(()) => out.test_results.number_attempts(report_rows),
         // Nothing of a corrupt report is half taken.
-        out.reject_whole_file(reason, truncate_raw(chunk.bytes));
+        Err(reason) => out.reject_whole_file(reason, truncate_raw(chunk.bytes)),
     }
 }
 
@@ -204,11 +206,10 @@ fn parse(chunk: &Chunk<'_>, out: &mut Records) -> Result<(), String> {
     Ok(())
 }
 
-/// What one report's suites share: attempt counters per run then per test id, the count of
-/// testcases without a name, and a buffer for test ids.
+/// What one report's suites share: the count of testcases without a name, and a buffer for
+/// test ids.
 #[derive(Default)]
 struct Report {
-    attempts: HashMap<String, foldhash::HashMap<String, i64>>,
     unnamed: usize,
     test_id: String,
 }
@@ -285,11 +286,6 @@ fn close_suite(
             suite_name.as_bytes(),
         );
     }
-    let per_test = match report.attempts.get_mut(run_id) {
-        Some(per_test) => per_test,
-        None => report.attempts.entry(run_id.to_string()).or_default(),
-    };
-    per_test.reserve(suite.cases.len());
     for case in &suite.cases {
         out.read += 1;
         let attributes = case_attributes(&case.tag);
@@ -334,10 +330,6 @@ fn close_suite(
             report.test_id.push_str("::");
         }
         report.test_id.push_str(name);
-        let attempt = match per_test.get_mut(report.test_id.as_str()) {
-            Some(attempt) => attempt,
-            None => per_test.entry(report.test_id.clone()).or_insert(0),
-        };
         let main_message = case
             .outcomes
             .iter()
@@ -364,7 +356,6 @@ fn close_suite(
             )))
             .chain(retries(false));
         for (status, message, duration_s) in runs {
-            *attempt += 1;
             out.test_results.push(&TestResultRef {
                 run_id,
                 change_id,
@@ -376,7 +367,8 @@ fn close_suite(
                 file: attributes.file.as_deref(),
                 status: status.name(),
                 duration_s,
-                attempt: *attempt,
+                // Numbered when the report is read whole.
+                attempt: 0,
                 started_at,
                 message,
                 source_format: "junit",
@@ -579,6 +571,42 @@ mod tests {
         let statuses: Vec<_> = rows.iter().map(|r| (r.attempt, &*r.status)).collect();
         assert_eq!(statuses, [(1, "failed"), (2, "error"), (3, "passed")]);
         assert_eq!(out.read, 1);
+    }
+
+    #[test]
+    fn a_test_repeated_in_a_run_is_its_next_attempt_and_runs_count_apart() {
+        let suite = |run: &str| {
+            format!(
+                r#"<testsuite name="s"><properties><property name="maestro.run_id" value="{run}"/>
+                </properties><testcase classname="A" name="t"/><testcase classname="A" name="u"/></testsuite>"#
+            )
+        };
+        let xml = format!(
+            "<testsuites>{}{}{}</testsuites>",
+            suite("r1"),
+            suite("r2"),
+            suite("r1")
+        );
+        let context = ReportContext {
+            at: Some(Ts(0)),
+            ..Default::default()
+        };
+        let rows = read_xml(&xml, &context).test_results.rows();
+        let attempts: Vec<_> = rows
+            .iter()
+            .map(|r| (&*r.run_id, r.test_id.as_str(), r.attempt))
+            .collect();
+        assert_eq!(
+            attempts,
+            [
+                ("r1", "A::t", 1),
+                ("r1", "A::u", 1),
+                ("r2", "A::t", 1),
+                ("r2", "A::u", 1),
+                ("r1", "A::t", 2),
+                ("r1", "A::u", 2)
+            ]
+        );
     }
 
     #[test]
