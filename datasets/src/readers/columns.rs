@@ -252,15 +252,24 @@ impl TestResultColumns {
     /// (run id and test id) is its next attempt, 1 for the first, in the order pushed.
     pub fn number_attempts(&mut self, report: ReportRows) {
         let parts = &mut self.parts[report.first_part..];
-        let mut seen: foldhash::HashMap<(&str, &str), i64> = foldhash::HashMap::default();
-        let mut attempts = Vec::with_capacity(parts.iter().map(Part::len).sum());
+        let rows = parts.iter().map(Part::len).sum();
+        // Per run (a report mostly holds one), the attempts so far of each test.
+        let mut runs: Vec<(&str, foldhash::HashMap<&str, i64>)> = Vec::new();
+        let mut attempts = Vec::with_capacity(rows);
         for part in parts.iter() {
             for row in 0..part.len() {
-                let key = (
-                    part.text(row, RUN_ID).unwrap_or_default(),
-                    part.text(row, TEST_ID).unwrap_or_default(),
-                );
-                let attempt = seen.entry(key).or_insert(0);
+                let run_id = part.text(row, RUN_ID).unwrap_or_default();
+                let test_id = part.text(row, TEST_ID).unwrap_or_default();
+                let tests = match runs.iter().position(|(run, _)| *run == run_id) {
+                    Some(i) => &mut runs[i].1,
+                    None => {
+                        let tests =
+                            foldhash::HashMap::with_capacity_and_hasher(rows, <_>::default());
+                        runs.push((run_id, tests));
+                        &mut runs.last_mut().expect("pushed").1
+                    }
+                };
+                let attempt = tests.entry(test_id).or_insert(0);
                 *attempt += 1;
                 attempts.push(*attempt);
             }
