@@ -744,7 +744,7 @@ fn parquet_writer(path: &Path, sample: &RecordBatch) -> Result<ArrowWriter<Hashi
     for (field, values) in schema.fields().iter().zip(sample.columns()) {
         let column = || ColumnPath::from(field.name().as_str());
         match field.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 => {
+            DataType::Utf8 => {
                 props = props.set_column_statistics_enabled(column(), EnabledStatistics::None);
                 if mostly_distinct(values) {
                     props = props.set_column_dictionary_enabled(column(), false);

@@ -298,18 +298,21 @@ impl TestResultColumns {
     /// Takes the rows as batches of the `test_results` schema, in date order, leaving none:
     /// one batch per UTC date, or more where a date's texts outgrow Arrow's 32-bit offsets.
     pub fn take_batches(&mut self) -> Vec<RecordBatch> {
-        let mut days: BTreeMap<i64, Vec<Vec<Part>>> = BTreeMap::new();
+        // Per date, its batches: their parts and the bytes of each text column so far.
+        type Gathered = (Vec<Part>, [usize; TEXT_COLUMNS]);
+        let mut days: BTreeMap<i64, Vec<Gathered>> = BTreeMap::new();
         let mut add = |day: i64, part: Part| {
             let batches = days.entry(day).or_default();
-            let fits = batches.last().is_some_and(|parts| {
-                (0..TEXT_COLUMNS).all(|c| {
-                    let bytes: usize = parts.iter().map(|p| p.texts[c].len()).sum();
-                    bytes + part.texts[c].len() <= i32::MAX as usize
-                })
-            });
+            let bytes: [usize; TEXT_COLUMNS] = std::array::from_fn(|c| part.texts[c].len());
+            let fits = |held: &[usize; TEXT_COLUMNS]| {
+                (0..TEXT_COLUMNS).all(|c| held[c] + bytes[c] <= i32::MAX as usize)
+            };
             match batches.last_mut() {
-                Some(parts) if fits => parts.push(part),
-                _ => batches.push(vec![part]),
+                Some((parts, held)) if fits(held) => {
+                    (0..TEXT_COLUMNS).for_each(|c| held[c] += bytes[c]);
+                    parts.push(part);
+                }
+                _ => batches.push((vec![part], bytes)),
             }
         };
         for part in std::mem::take(&mut self.parts) {
@@ -321,7 +324,7 @@ impl TestResultColumns {
         }
         days.into_values()
             .flatten()
-            .map(|parts| batch(&parts))
+            .map(|(parts, _)| batch(&parts))
             .collect()
     }
 
