@@ -26,9 +26,14 @@ use crate::schema::{AuditEvent, Row, TestResult, Ts};
 
 /// Default bytes per streamed chunk of a large file; files up to one chunk are read whole.
 pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
-/// Bytes of small files parsed together, per thread, before their rows are written: enough to
-/// keep every core busy, few enough that the parsed rows stay in cache.
-const PARALLEL_BATCH_PER_THREAD: usize = 4 << 20;
+/// Bytes of small files read and parsed together, in parallel, before their rows are written.
+/// The same whatever the number of threads, so that rows reach the writer in the same batches
+/// and the lake comes out the same, byte for byte.
+const PARALLEL_BATCH: usize = 8 << 20;
+/// Bytes of consecutive small files parsed one after another into the same columns, which
+/// then go to the writer as they are: enough files that their rows make one large batch,
+/// few enough that a batch holds several groups for the threads to share.
+const GROUP_BYTES: usize = 1 << 20;
 /// Rows gathered before they are written.
 const FLUSH_ROWS: usize = 8 * 1024;
 /// The previous hash of the first audit record.
@@ -153,7 +158,7 @@ pub fn ingest(
         } else {
             batch_bytes += size;
             batch.push((path, size));
-            if batch_bytes > PARALLEL_BATCH_PER_THREAD * rayon::current_num_threads() {
+            if batch_bytes > PARALLEL_BATCH {
                 state.flush_small(std::mem::take(&mut batch), &mut known, options, progress)?;
                 batch_bytes = 0;
             }
@@ -165,14 +170,37 @@ pub fn ingest(
 
 /// A small file after its one read.
 enum SmallFile {
-    /// Read, hashed and, unless the lake already holds it, parsed.
-    Read {
-        sha256: String,
-        bytes: u64,
-        parsed: Option<(Option<Format>, Box<Records>)>,
-    },
+    /// Read and hashed.
+    Read { sha256: String, content: Vec<u8> },
     /// Gzipped, or grown past the chunk size since its size was taken: it streams.
     Streams,
+}
+
+/// What becomes of a small file of a batch, decided in path order.
+enum Fate {
+    /// Already in the lake or met earlier in this run: it adds nothing.
+    Duplicate { sha256: String, bytes: u64 },
+    /// Streamed where it comes.
+    Streams,
+    /// Parsed with the files around it.
+    Parsed,
+}
+
+/// A small file to parse.
+struct ToParse {
+    path: PathBuf,
+    sha256: String,
+    content: Vec<u8>,
+}
+
+/// A small file parsed: its outcome, its rejections. Its rows are in its group's.
+struct ParsedFile {
+    path: PathBuf,
+    sha256: String,
+    bytes: u64,
+    format: Option<Format>,
+    read: u64,
+    rejected: Vec<readers::RejectedRecord>,
 }
 
 /// Per-run state: the open transaction, keyed rows folded until the end, the audit chain head.
@@ -254,30 +282,80 @@ impl<'l> RunState<'l> {
         options: &IngestOptions,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let already_known = &*known;
         let read: Vec<(PathBuf, Result<SmallFile>)> = batch
             .into_par_iter()
             .map(|(path, size)| {
-                let file = read_small(&path, size, already_known, options);
+                let file = read_small(&path, size, options);
                 (path, file)
             })
             .collect();
+        // In path order: which files add nothing, which stream, and the groups of the rest.
+        // A group ends at GROUP_BYTES and where a file streams, so that rows stay in path order.
+        let mut fates = Vec::with_capacity(read.len());
+        let mut groups: Vec<Vec<ToParse>> = Vec::new();
+        let mut group_bytes = 0;
         for (path, file) in read {
             match file? {
-                SmallFile::Streams => self.hash_and_stream(&path, known, options, progress)?,
-                SmallFile::Read {
-                    sha256,
-                    bytes,
-                    parsed,
-                } => {
+                SmallFile::Streams => {
+                    fates.push((path, Fate::Streams));
+                    group_bytes = GROUP_BYTES;
+                }
+                SmallFile::Read { sha256, content } if !known.insert(sha256.clone()) => {
+                    let bytes = content.len() as u64;
+                    fates.push((path, Fate::Duplicate { sha256, bytes }));
+                }
+                SmallFile::Read { sha256, content } => {
+                    if groups.is_empty() || group_bytes >= GROUP_BYTES {
+                        groups.push(Vec::new());
+                        group_bytes = 0;
+                    }
+                    group_bytes += content.len();
+                    fates.push((path.clone(), Fate::Parsed));
+                    let group = groups.last_mut().expect("pushed above");
+                    group.push(ToParse {
+                        path,
+                        sha256,
+                        content,
+                    });
+                }
+            }
+        }
+        let parsed: Vec<(Vec<ParsedFile>, Records)> = groups
+            .into_par_iter()
+            .map(|files| parse_group(files, options))
+            .collect();
+        // Each parsed file in order, the last of a group carrying the group's rows.
+        let mut parsed = parsed.into_iter().flat_map(|(files, rows)| {
+            let last = files.len() - 1;
+            let mut rows = Some(rows);
+            files
+                .into_iter()
+                .enumerate()
+                .map(move |(i, file)| (file, if i == last { rows.take() } else { None }))
+        });
+        for (path, fate) in fates {
+            match fate {
+                Fate::Streams => self.hash_and_stream(&path, known, options, progress)?,
+                Fate::Duplicate { sha256, bytes } => {
                     progress.advance(bytes);
-                    // A file met twice in this run was parsed twice; only the first counts.
-                    match parsed.filter(|_| known.insert(sha256.clone())) {
-                        Some((format, records)) => {
-                            self.report.source_bytes += bytes;
-                            self.take_file(&path, &sha256, format, bytes, *records)?;
-                        }
-                        None => self.skip_duplicate(path, sha256, bytes),
+                    self.skip_duplicate(path, sha256, bytes);
+                }
+                Fate::Parsed => {
+                    let (file, rows) = parsed.next().expect("one parsed file per file to parse");
+                    progress.advance(file.bytes);
+                    self.report.source_bytes += file.bytes;
+                    let rejected = file.rejected.len() as u64;
+                    self.take_rejections(&file.path, &file.sha256, file.format, file.rejected);
+                    self.record_file(
+                        file.path,
+                        file.sha256,
+                        file.format,
+                        file.bytes,
+                        file.read,
+                        rejected,
+                    );
+                    if let Some(rows) = rows {
+                        self.take_rows(rows)?;
                     }
                 }
             }
@@ -352,7 +430,8 @@ impl<'l> RunState<'l> {
             reader
                 .read_to_end(&mut all)
                 .map_err(|e| Error::io(path, e))?;
-            let records = parse_whole(format, &all, sha256, modified_at(format, path), options);
+            let mut records = Records::default();
+            parse_whole(format, path, &all, sha256, options, &mut records);
             self.report.source_bytes += all.len() as u64;
             self.take_file(path, sha256, Some(format), bytes, records)?;
             progress.advance(bytes);
@@ -501,10 +580,25 @@ impl<'l> RunState<'l> {
         format: Option<Format>,
         mut records: Records,
     ) -> Result<()> {
-        for rejected in std::mem::take(&mut records.rejected) {
+        let rejected = std::mem::take(&mut records.rejected);
+        self.take_rejections(path, sha256, format, rejected);
+        self.take_rows(records)
+    }
+
+    fn take_rejections(
+        &mut self,
+        path: &Path,
+        sha256: &str,
+        format: Option<Format>,
+        rejected: Vec<readers::RejectedRecord>,
+    ) {
+        for rejected in rejected {
             let row = self.rejection_row(path, sha256, format, rejected);
             self.pending_rejections.push(row);
         }
+    }
+
+    fn take_rows(&mut self, records: Records) -> Result<()> {
         self.pending.append(records);
         if self.pending.rows() as usize + self.pending_rejections.len() >= FLUSH_ROWS {
             self.flush_pending()?;
@@ -695,66 +789,92 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// Reads a small file once, hashes those bytes and, unless a file with that hash is already
-/// known (in the lake or earlier in this run), parses them. Problems with the content become
-/// rejections; only a file that cannot be opened or read fails the run, as it would when hashed.
-fn read_small(
-    path: &Path,
-    size: usize,
-    already_known: &HashSet<String>,
-    options: &IngestOptions,
-) -> Result<SmallFile> {
+/// Reads a small file once and hashes those bytes. Only a file that cannot be opened or read
+/// fails the run, as it would when hashed; problems with the content are for the parse.
+fn read_small(path: &Path, size: usize, options: &IngestOptions) -> Result<SmallFile> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     // Sized from the size already taken, plus one byte to notice a file that grew since.
     // Through `take`, `read_to_end` neither zeroes the buffer first nor looks the size up
     // again, as it does on a `File`.
     let limit = size.min(options.chunk_bytes) + 1;
-    let mut bytes = Vec::with_capacity(limit);
+    let mut content = Vec::with_capacity(limit);
     (&mut file)
         .take(limit as u64)
-        .read_to_end(&mut bytes)
+        .read_to_end(&mut content)
         .map_err(|e| Error::io(path, e))?;
-    let len = bytes.len();
-    if len == limit || bytes.starts_with(&GZIP_MAGIC) {
+    if content.len() == limit || content.starts_with(&GZIP_MAGIC) {
         return Ok(SmallFile::Streams);
     }
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let parsed = (!already_known.contains(&sha256)).then(|| {
-        let format = options
-            .format
-            .map(Ok)
-            .unwrap_or_else(|| readers::detect(&bytes[..bytes.len().min(64 * 1024)]));
-        match format {
-            Ok(format) => {
-                let modified = modified_at(format, path);
-                let records = parse_whole(format, &bytes, &sha256, modified, options);
-                (Some(format), Box::new(records))
-            }
-            Err(reason) => {
-                let mut records = Records::default();
-                records.reject(None, Some(0), reason, readers::truncate_raw(&bytes));
-                (None, Box::new(records))
-            }
-        }
-    });
-    Ok(SmallFile::Read {
-        sha256,
-        bytes: len as u64,
-        parsed,
-    })
+    let sha256 = hex::encode(Sha256::digest(&content));
+    Ok(SmallFile::Read { sha256, content })
 }
 
+/// Parses consecutive small files, one after another: each file's test results go on filling
+/// the same columns, which reach the writer as one batch. Returns each file's outcome and
+/// rejections, in order, and the rows of them all.
+fn parse_group(files: Vec<ToParse>, options: &IngestOptions) -> (Vec<ParsedFile>, Records) {
+    let mut rows = Records::default();
+    let mut parsed = Vec::with_capacity(files.len());
+    for file in files {
+        let mut records = Records {
+            test_results: std::mem::take(&mut rows.test_results),
+            ..Records::default()
+        };
+        let format = parse_small(&file, options, &mut records);
+        let rejected = std::mem::take(&mut records.rejected);
+        let read = records.read;
+        rows.append(records);
+        parsed.push(ParsedFile {
+            path: file.path,
+            sha256: file.sha256,
+            bytes: file.content.len() as u64,
+            format,
+            read,
+            rejected,
+        });
+    }
+    (parsed, rows)
+}
+
+/// Parses a small file into `records`, in the format given or detected from its head, and
+/// returns that format; a file of no known format is one rejection.
+fn parse_small(file: &ToParse, options: &IngestOptions, records: &mut Records) -> Option<Format> {
+    let head = &file.content[..file.content.len().min(64 * 1024)];
+    match options
+        .format
+        .map(Ok)
+        .unwrap_or_else(|| readers::detect(head))
+    {
+        Ok(format) => {
+            parse_whole(
+                format,
+                &file.path,
+                &file.content,
+                &file.sha256,
+                options,
+                records,
+            );
+            Some(format)
+        }
+        Err(reason) => {
+            records.reject(None, Some(0), reason, readers::truncate_raw(&file.content));
+            None
+        }
+    }
+}
+
+/// Parses the whole of a file into `records`.
 fn parse_whole(
     format: Format,
+    path: &Path,
     bytes: &[u8],
     sha256: &str,
-    modified_at: Option<Ts>,
     options: &IngestOptions,
-) -> Records {
-    let chunk = Chunk::whole_file(bytes, sha256, modified_at, &options.context);
-    let mut records = Records::default();
-    readers::read_chunk(format, &chunk, &mut records);
-    records
+    records: &mut Records,
+) {
+    let modified = modified_at(format, path);
+    let chunk = Chunk::whole_file(bytes, sha256, modified, &options.context);
+    readers::read_chunk(format, &chunk, records);
 }
 
 /// When the file was last written, for formats whose records may carry no time; the others
@@ -840,17 +960,25 @@ fn expand_paths(paths: &[PathBuf]) -> Result<Vec<(PathBuf, u64)>> {
             files.push((path.clone(), meta.len()));
         }
     }
-    files.sort();
+    // Already in order unless several paths were given.
+    if !files.is_sorted() {
+        files.sort();
+    }
     files.dedup_by(|a, b| a.0 == b.0);
     Ok(files)
 }
 
-/// Lists a folder's files with their sizes, recursively. The folder entry's own type and
-/// metadata are used where they can be: looking each path up again from the root cost a
-/// tenth of the ingest of many small files.
+/// Lists a folder's files with their sizes, recursively, in path order. The folder entry's
+/// own type and metadata are used where they can be: looking each path up again from the root
+/// cost a tenth of the ingest of many small files.
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
+    let mut entries = std::fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<std::io::Result<Vec<_>>>())
+        .map_err(|e| Error::io(dir, e))?;
+    // By name within each folder is path order: the list then needs no sort of whole paths,
+    // which compared them component by component.
+    entries.sort_by_cached_key(std::fs::DirEntry::file_name);
+    for entry in entries {
         let path = entry.path();
         let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
         if file_type.is_dir() {

@@ -299,7 +299,7 @@ impl Txn<'_> {
     /// Appends rows of a table laid out by date, given as batches with the table's declared
     /// schema, to the partitions of the dates in their timestamp column `at`: for readers that
     /// gather rows in columns, where row structs of owned texts would cost more than the write.
-    /// A batch whose rows share a date goes to it whole; the rest are split.
+    /// A batch's rows are split by date: a date's rows that lie together go as a slice of it.
     pub fn append_dated_batches<R: Row>(
         &mut self,
         batches: &[RecordBatch],
@@ -325,32 +325,41 @@ impl Txn<'_> {
                         table.name
                     ))
                 })?;
-            let times: Vec<Ts> = times.values().iter().map(|t| Ts(*t)).collect();
-            match times.first() {
-                None => {}
-                Some(first) if times.iter().all(|t| t.day() == first.day()) => {
-                    let (_, day) = by_day.entry(first.day()).or_insert((*first, Vec::new()));
-                    day.push(batch.clone());
+            // Where each day's rows lie: mostly in one run (a report's rows share its date),
+            // which is a slice of the batch, copied nowhere.
+            let mut runs_by_day: BTreeMap<i64, (Ts, Vec<std::ops::Range<usize>>)> = BTreeMap::new();
+            let mut run_start = 0;
+            let times = times.values();
+            for row in 1..=times.len() {
+                let day = Ts(times[run_start]).day();
+                if row < times.len() && Ts(times[row]).day() == day {
+                    continue;
                 }
-                Some(_) => {
-                    let mut rows_by_day: BTreeMap<i64, (Ts, Vec<u32>)> = BTreeMap::new();
-                    for (row, t) in times.iter().enumerate() {
-                        let (_, rows) = rows_by_day.entry(t.day()).or_insert((*t, Vec::new()));
-                        rows.push(row as u32);
+                let (_, runs) = runs_by_day
+                    .entry(day)
+                    .or_insert((Ts(times[run_start]), Vec::new()));
+                runs.push(run_start..row);
+                run_start = row;
+            }
+            for (day, (t, runs)) in runs_by_day {
+                let rows = match runs.as_slice() {
+                    [run] => batch.slice(run.start, run.len()),
+                    _ => {
+                        let rows: UInt32Array =
+                            runs.into_iter().flatten().map(|r| r as u32).collect();
+                        take_record_batch(batch, &rows)
+                            .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?
                     }
-                    for (day, (t, rows)) in rows_by_day {
-                        let rows = take_record_batch(batch, &UInt32Array::from(rows))
-                            .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?;
-                        by_day.entry(day).or_insert((t, Vec::new())).1.push(rows);
-                    }
-                }
+                };
+                by_day.entry(day).or_insert((t, Vec::new())).1.push(rows);
             }
         }
+        // A day's batches are written one after another: joining them first copied every row.
         for (at, batches) in by_day.into_values() {
-            let rows = concat_batches(&R::schema(), &batches)
-                .map_err(|e| Error::Internal(format!("joining {} rows: {e}", table.name)))?;
             let dir = self.lake.partition_dir(&table, at);
-            self.append_batch(&dir, &rows)?;
+            for batch in &batches {
+                self.append_batch(&dir, batch)?;
+            }
         }
         Ok(())
     }

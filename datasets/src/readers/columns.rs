@@ -2,12 +2,12 @@
 //!
 //! Test reports are the most numerous rows Maestro ingests, some hundred bytes of XML each.
 //! As row structs of owned texts, the rows cost more in allocations and drops than the parse
-//! itself, and so did Arrow builders per file, finished and joined before each write. Here a
-//! file's rows keep each text column as Arrow lays one out, values end to end, beside one fixed
-//! size record per row (where its texts end, which are null, its numbers). When the rows of
-//! many files are written, each column of a date is those buffers copied end to end.
+//! itself, and so did Arrow builders per file, finished and joined before each write. Here
+//! rows keep each text column as Arrow lays one out, values end to end, beside one fixed size
+//! record per row (where its texts end, which are null, its numbers). The reports read one
+//! after another go on filling the same buffers, which become the Arrow arrays as they are:
+//! nothing is copied between the parse and the Parquet writer.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
@@ -65,8 +65,11 @@ impl TestResult {
 /// `test_results` rows as readers gather them, in the order pushed.
 #[derive(Debug, Default)]
 pub struct TestResultColumns {
-    /// One per file or chunk of rows appended, in order.
+    /// Rows in order: reports read one after another fill one part; rows appended from
+    /// elsewhere come as parts of their own.
     parts: Vec<Part>,
+    /// Where the rows of the chunk being read begin.
+    chunk_start: RowsMark,
 }
 
 /// The text columns, in schema order.
@@ -75,17 +78,20 @@ const TEXT_COLUMNS: usize = 11;
 const RUN_ID: usize = 0;
 const TEST_ID: usize = 4;
 
-/// Where the rows of one report begin, to number their attempts once it is read.
-#[derive(Debug, Clone, Copy)]
-pub struct ReportRows {
-    first_part: usize,
+/// Where rows begin: to number the attempts of a report once it is read, or to drop the rows
+/// of a chunk that turns out corrupt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowsMark {
+    part: usize,
+    row: usize,
 }
 
-/// The rows of one file, each text column laid out as Arrow lays it out: its values end to
-/// end, so that the columns of many files are joined by copying whole buffers.
+/// Rows of consecutive reports, each text column laid out as Arrow lays it out: its values
+/// end to end, to be moved into an array as they are.
 #[derive(Debug, Default)]
 struct Part {
-    /// Rows the file is expected to hold, to size each column when its first value is seen.
+    /// Rows the report just started is expected to hold, to make room for them when its first
+    /// row comes; zero once room is made.
     expected_rows: usize,
     texts: [String; TEXT_COLUMNS],
     rows: Vec<PartRow>,
@@ -128,23 +134,16 @@ impl Part {
             .all(|(column, value)| column.len() + value.map_or(0, str::len) <= i32::MAX as usize)
     }
 
-    /// Whether every row falls on the UTC day of the first, and that day.
-    fn single_day(&self) -> Option<i64> {
-        let day = Ts(self.rows.first()?.started_at).day();
-        self.rows
-            .iter()
-            .all(|row| Ts(row.started_at).day() == day)
-            .then_some(day)
-    }
-
     fn push(&mut self, row: &TestResultRef<'_>) {
         let texts = row.texts();
-        if self.rows.is_empty() && self.expected_rows > 0 {
+        let expected_rows = std::mem::take(&mut self.expected_rows);
+        if expected_rows > 0 {
             // With room for later values half as long again as the first.
             for (column, value) in self.texts.iter_mut().zip(&texts) {
                 let len = value.map_or(0, str::len);
-                column.reserve(self.expected_rows * (len + len / 2));
+                column.reserve(expected_rows * (len + len / 2));
             }
+            self.rows.reserve(expected_rows);
         }
         let mut text_ends = [0; TEXT_COLUMNS];
         let mut null_texts = 0;
@@ -164,17 +163,16 @@ impl Part {
         });
     }
 
-    /// Splits a part whose rows fall on several days into one part per day, rows in order.
-    fn split_by_day(self) -> BTreeMap<i64, Part> {
-        let mut days: BTreeMap<i64, Part> = BTreeMap::new();
-        for (index, row) in self.rows.iter().enumerate() {
-            let text = |column| self.text(index, column);
-            let texts: [Option<&str>; TEXT_COLUMNS] = std::array::from_fn(text);
-            days.entry(Ts(row.started_at).day())
-                .or_default()
-                .push(&TestResultRef::from_texts(texts, row));
+    /// Keeps the first `rows` rows.
+    fn truncate(&mut self, rows: usize) {
+        let ends = match rows {
+            0 => [0; TEXT_COLUMNS],
+            _ => self.rows[rows - 1].text_ends,
+        };
+        for (column, end) in self.texts.iter_mut().zip(ends) {
+            column.truncate(end as usize);
         }
-        days
+        self.rows.truncate(rows);
     }
 }
 
@@ -232,32 +230,63 @@ impl TestResultColumns {
         self.parts.iter().all(|p| p.rows.is_empty())
     }
 
-    /// Starts the rows of a report of `source_bytes`, making room for them so that its
-    /// columns are not grown row by row: each is sized when its first value is seen. The guess
-    /// is generous (a row takes more than 128 bytes of XML) and capped: the columns of a very
-    /// large report grow as its rows come. Returns where the report's rows begin.
-    pub fn start_report(&mut self, source_bytes: usize) -> ReportRows {
-        let expected_rows = source_bytes.min(16 << 20) / 128;
-        self.parts.push(Part {
-            expected_rows,
-            rows: Vec::with_capacity(expected_rows),
-            ..Part::default()
-        });
-        ReportRows {
-            first_part: self.parts.len() - 1,
+    /// Where the next row goes.
+    pub fn mark(&self) -> RowsMark {
+        match self.parts.last() {
+            Some(part) => RowsMark {
+                part: self.parts.len() - 1,
+                row: part.len(),
+            },
+            None => RowsMark::default(),
         }
+    }
+
+    /// Drops the rows pushed since `mark`.
+    pub fn truncate(&mut self, mark: RowsMark) {
+        if mark.part < self.parts.len() {
+            self.parts.truncate(mark.part + 1);
+            self.parts[mark.part].truncate(mark.row);
+        }
+    }
+
+    /// Notes that the rows of a new chunk of input begin here.
+    pub fn start_chunk(&mut self) {
+        self.chunk_start = self.mark();
+    }
+
+    /// Drops the rows of the chunk being read, keeping those of the chunks before it.
+    pub fn drop_chunk(&mut self) {
+        self.truncate(self.chunk_start);
+    }
+
+    /// Starts the rows of a report of `source_bytes`, making room for them so that its
+    /// columns are not grown row by row: room is made when its first row is seen, from the
+    /// lengths of its values. The guess is generous (a row takes more than 128 bytes of XML)
+    /// and capped: the columns of a very large report grow as its rows come. Returns where the
+    /// report's rows begin.
+    pub fn start_report(&mut self, source_bytes: usize) -> RowsMark {
+        if self.parts.is_empty() {
+            self.parts.push(Part::default());
+        }
+        let mark = self.mark();
+        self.parts[mark.part].expected_rows = source_bytes.min(16 << 20) / 128;
+        mark
     }
 
     /// Numbers the attempts of the rows of a report, from `report` on: each row of a test
     /// (run id and test id) is its next attempt, 1 for the first, in the order pushed.
-    pub fn number_attempts(&mut self, report: ReportRows) {
-        let parts = &mut self.parts[report.first_part..];
-        let rows = parts.iter().map(Part::len).sum();
+    pub fn number_attempts(&mut self, report: RowsMark) {
+        if report.part >= self.parts.len() {
+            return;
+        }
+        let parts = &mut self.parts[report.part..];
+        let first_row = |index: usize| if index == 0 { report.row } else { 0 };
+        let rows = parts.iter().map(Part::len).sum::<usize>() - report.row;
         // Per run (a report mostly holds one), the attempts so far of each test.
         let mut runs: Vec<(&str, foldhash::HashMap<&str, i64>)> = Vec::new();
         let mut attempts = Vec::with_capacity(rows);
-        for part in parts.iter() {
-            for row in 0..part.len() {
+        for (index, part) in parts.iter().enumerate() {
+            for row in first_row(index)..part.len() {
                 let run_id = part.text(row, RUN_ID).unwrap_or_default();
                 let test_id = part.text(row, TEST_ID).unwrap_or_default();
                 let tests = match runs.iter().position(|(run, _)| *run == run_id) {
@@ -274,9 +303,11 @@ impl TestResultColumns {
                 attempts.push(*attempt);
             }
         }
-        let rows = parts.iter_mut().flat_map(|part| &mut part.rows);
-        for (row, attempt) in rows.zip(attempts) {
-            row.attempt = attempt;
+        let mut attempts = attempts.into_iter();
+        for (index, part) in parts.iter_mut().enumerate() {
+            for (row, attempt) in part.rows[first_row(index)..].iter_mut().zip(&mut attempts) {
+                row.attempt = attempt;
+            }
         }
     }
 
@@ -289,42 +320,21 @@ impl TestResultColumns {
         self.parts.last_mut().expect("pushed above").push(row);
     }
 
-    /// Moves the rows of `other` after these. Nothing is copied: each file's rows stay in
-    /// their buffers until they are written.
+    /// Moves the rows of `other` after these. Nothing is copied: rows stay in their buffers
+    /// until they are written.
     pub fn append(&mut self, other: &mut TestResultColumns) {
         self.parts.append(&mut other.parts);
     }
 
-    /// Takes the rows as batches of the `test_results` schema, in date order, leaving none:
-    /// one batch per UTC date, or more where a date's texts outgrow Arrow's 32-bit offsets.
+    /// Takes the rows as batches of the `test_results` schema, in the order pushed, leaving
+    /// none. Each batch's texts are the buffers they were pushed into, moved, not copied; its
+    /// rows may fall on several dates.
     pub fn take_batches(&mut self) -> Vec<RecordBatch> {
-        // Per date, its batches: their parts and the bytes of each text column so far.
-        type Gathered = (Vec<Part>, [usize; TEXT_COLUMNS]);
-        let mut days: BTreeMap<i64, Vec<Gathered>> = BTreeMap::new();
-        let mut add = |day: i64, part: Part| {
-            let batches = days.entry(day).or_default();
-            let bytes: [usize; TEXT_COLUMNS] = std::array::from_fn(|c| part.texts[c].len());
-            let fits = |held: &[usize; TEXT_COLUMNS]| {
-                (0..TEXT_COLUMNS).all(|c| held[c] + bytes[c] <= i32::MAX as usize)
-            };
-            match batches.last_mut() {
-                Some((parts, held)) if fits(held) => {
-                    (0..TEXT_COLUMNS).for_each(|c| held[c] += bytes[c]);
-                    parts.push(part);
-                }
-                _ => batches.push((vec![part], bytes)),
-            }
-        };
-        for part in std::mem::take(&mut self.parts) {
-            match part.single_day() {
-                Some(day) => add(day, part),
-                None if part.rows.is_empty() => {}
-                None => part.split_by_day().into_iter().for_each(|(d, p)| add(d, p)),
-            }
-        }
-        days.into_values()
-            .flatten()
-            .map(|(parts, _)| batch(&parts))
+        self.chunk_start = RowsMark::default();
+        std::mem::take(&mut self.parts)
+            .into_iter()
+            .filter(|part| !part.rows.is_empty())
+            .map(batch)
             .collect()
     }
 
@@ -358,19 +368,21 @@ impl TestResultColumns {
     }
 }
 
-/// One batch of the rows of `parts`, whose texts fit 32-bit offsets: each text column is the
-/// parts' buffers copied end to end.
-fn batch(parts: &[Part]) -> RecordBatch {
-    let rows: usize = parts.iter().map(Part::len).sum();
-    let mut texts = (0..TEXT_COLUMNS).map(|column| text_array(parts, column));
+/// The rows of `part` as one batch, its text buffers moved into the arrays.
+fn batch(part: Part) -> RecordBatch {
+    let Part { texts, rows, .. } = part;
+    let mut texts = texts
+        .into_iter()
+        .enumerate()
+        .map(|(column, values)| text_array(&rows, column, values));
     let mut text = || texts.next().expect("one array per text column");
     let (mut durations, mut attempts, mut starts) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
     );
-    let mut has_duration = BooleanBufferBuilder::new(rows);
-    for row in parts.iter().flat_map(|p| &p.rows) {
+    let mut has_duration = BooleanBufferBuilder::new(rows.len());
+    for row in &rows {
         durations.push(row.duration_s.unwrap_or_default());
         has_duration.append(row.duration_s.is_some());
         attempts.push(row.attempt);
@@ -403,34 +415,23 @@ fn batch(parts: &[Part]) -> RecordBatch {
         .expect("columns are built in the order and types of the test_results declaration")
 }
 
-/// Text column `column` of the rows of `parts`, whose values fit 32-bit offsets.
+/// Text column `column` of `rows`, whose values end to end are `values`.
 #[allow(unsafe_code)]
-fn text_array(parts: &[Part], column: usize) -> ArrayRef {
-    let rows: usize = parts.iter().map(Part::len).sum();
-    let bytes: usize = parts.iter().map(|p| p.texts[column].len()).sum();
-    let has_nulls = parts
-        .iter()
-        .any(|p| p.rows.iter().any(|r| r.null_texts & (1 << column) != 0));
-    let mut offsets: Vec<i32> = Vec::with_capacity(rows + 1);
+fn text_array(rows: &[PartRow], column: usize, values: String) -> ArrayRef {
+    let mut offsets: Vec<i32> = Vec::with_capacity(rows.len() + 1);
     offsets.push(0);
-    let mut values: Vec<u8> = Vec::with_capacity(bytes);
-    let mut validity = has_nulls.then(|| BooleanBufferBuilder::new(rows));
-    for part in parts {
-        let base = values.len() as i32;
-        offsets.extend(part.rows.iter().map(|r| base + r.text_ends[column] as i32));
-        values.extend_from_slice(part.texts[column].as_bytes());
-        if let Some(validity) = &mut validity {
-            for row in &part.rows {
-                validity.append(row.null_texts & (1 << column) == 0);
-            }
-        }
-    }
+    offsets.extend(rows.iter().map(|r| r.text_ends[column] as i32));
+    let nulls = rows
+        .iter()
+        .any(|r| r.null_texts & (1 << column) != 0)
+        .then(|| NullBuffer::from_iter(rows.iter().map(|r| r.null_texts & (1 << column) == 0)));
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-    let nulls = validity.map(|mut v| NullBuffer::new(v.finish()));
-    // SAFETY: `values` is the parts' `String`s end to end, and every offset is where one of the
-    // `&str`s pushed into them ended (the buffers' lengths, shifted by the bytes before them),
+    // SAFETY: `values` is the `String` the rows' `&str`s were pushed into, and every offset is
+    // where one of them ended (at most `i32::MAX`, as `has_room_for` checks before each push),
     // so each value is whole UTF-8. Checking it again cost a pass over every text ingested.
-    Arc::new(unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(values), nulls) })
+    Arc::new(unsafe {
+        StringArray::new_unchecked(offsets, Buffer::from_vec(values.into_bytes()), nulls)
+    })
 }
 
 /// The `test_results` schema, made once.
@@ -443,6 +444,7 @@ fn test_results_schema() -> SchemaRef {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use datafusion::arrow::compute::concat_batches;
 
     fn row(test_id: &str, day: i64) -> TestResult {
         TestResult {
@@ -464,28 +466,48 @@ mod tests {
     }
 
     #[test]
-    fn columns_build_the_batches_the_row_declaration_builds_one_per_date() {
-        let rows = [row("a", 0), row("b", 1), row("c", 1)];
-        let (mut first, mut second) = (TestResultColumns::default(), TestResultColumns::default());
-        first.push(&rows[0].borrowed());
-        second.push(&rows[1].borrowed());
-        second.push(&rows[2].borrowed());
-        assert_eq!(second.rows(), rows[1..]);
-        first.append(&mut second);
-        assert!(second.is_empty());
-        assert_eq!(first.rows(), rows);
-        // A report whose rows change date part-way.
-        let (d, e) = (row("d", 1), row("e", 0));
-        let mut third = TestResultColumns::default();
-        third.push(&d.borrowed());
-        third.push(&e.borrowed());
-        first.append(&mut third);
-        let batches = first.take_batches();
-        assert!(first.is_empty());
-        let by_date = [vec![&rows[0], &e], vec![&rows[1], &rows[2], &d]];
-        assert_eq!(batches.len(), by_date.len());
-        for (batch, rows) in batches.iter().zip(&by_date) {
-            assert_eq!(*batch, TestResult::to_batch(rows));
-        }
+    fn reports_fill_one_part_whose_buffers_become_the_batch_the_rows_declare() {
+        let mut columns = TestResultColumns::default();
+        let first = columns.start_report(1000);
+        columns.push(&row("a", 0).borrowed());
+        columns.push(&row("b", 1).borrowed());
+        columns.number_attempts(first);
+        // A report found corrupt part-way: its rows go, the earlier ones stay.
+        let corrupt = columns.start_report(1000);
+        columns.push(&row("x", 0).borrowed());
+        columns.truncate(corrupt);
+        // Attempts are counted within a report: a test twice in it is attempts 1 and 2.
+        let third = columns.start_report(1000);
+        columns.push(&row("a", 0).borrowed());
+        columns.push(&row("a", 0).borrowed());
+        columns.number_attempts(third);
+        let mut later = TestResultColumns::default();
+        let message = TestResult {
+            message: Some("boom".into()),
+            classname: Some("pkg".into()),
+            ..row("c", 2)
+        };
+        later.push(&message.borrowed());
+        columns.append(&mut later);
+        assert!(later.is_empty());
+
+        let retried = TestResult {
+            attempt: 2,
+            ..row("a", 0)
+        };
+        let expected = [row("a", 0), row("b", 1), row("a", 0), retried, message];
+        assert_eq!(columns.rows(), expected);
+        let batches = columns.take_batches();
+        assert!(columns.is_empty());
+        assert_eq!(
+            batches.len(),
+            2,
+            "one batch per part: the reports, then the rows appended"
+        );
+        let joined = concat_batches(&test_results_schema(), &batches).unwrap();
+        assert_eq!(
+            joined,
+            TestResult::to_batch(&expected.iter().collect::<Vec<_>>())
+        );
     }
 }

@@ -327,16 +327,23 @@ impl Records {
         self.rejected.clear();
     }
 
-    /// Drops every row and rejection and keeps one rejection for the whole file: used when a
-    /// file turns out corrupt part-way, so that none of it is half taken.
+    /// Drops every row and rejection of the chunk being read and keeps one rejection for the
+    /// whole file: used when a file turns out corrupt part-way, so that none of it is half
+    /// taken. Test results of earlier files, read into the same columns, stay.
     pub fn reject_whole_file(&mut self, reason: impl Into<String>, raw: &[u8]) {
-        *self = Records::default();
+        let mut test_results = std::mem::take(&mut self.test_results);
+        test_results.drop_chunk();
+        *self = Records {
+            test_results,
+            ..Records::default()
+        };
         self.reject(None, Some(0), reason, raw);
     }
 }
 
 /// Reads one chunk of a file of a known format.
 pub fn read_chunk(format: Format, chunk: &Chunk<'_>, out: &mut Records) {
+    out.test_results.start_chunk();
     match format {
         Format::CdEvents => cdevents::read(chunk, out),
         Format::Junit => junit::read(chunk, out),
