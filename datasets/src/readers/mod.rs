@@ -474,7 +474,7 @@ pub(crate) fn for_each_json_document<'a, T: serde::Deserialize<'a>>(
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(0);
     if bytes.get(start) == Some(&b'[') {
-        match serde_json::from_slice::<Vec<T>>(bytes) {
+        match parse_json::<Vec<T>>(bytes) {
             Ok(values) => values
                 .into_iter()
                 .for_each(|value| visit(out, whole(value))),
@@ -488,11 +488,11 @@ pub(crate) fn for_each_json_document<'a, T: serde::Deserialize<'a>>(
     let mut lines = chunk.lines();
     let first_is_document = lines
         .next()
-        .is_some_and(|(_, _, text)| serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok());
+        .is_some_and(|(_, _, text)| parse_json::<serde::de::IgnoredAny>(text).is_ok());
     let has_more_lines = lines.next().is_some();
     if first_is_document && has_more_lines {
         for (line, offset, text) in chunk.lines() {
-            match serde_json::from_slice::<T>(text) {
+            match parse_json::<T>(text) {
                 Ok(value) => visit(
                     out,
                     JsonDocument {
@@ -506,11 +506,20 @@ pub(crate) fn for_each_json_document<'a, T: serde::Deserialize<'a>>(
             }
         }
     } else {
-        match serde_json::from_slice::<T>(bytes) {
+        match parse_json::<T>(bytes) {
             Ok(value) => visit(out, whole(value)),
             Err(e) => out.reject_whole_file(format!("invalid JSON: {e}"), truncate_raw(bytes)),
         }
     }
+}
+
+/// Parses one JSON document. The error is sonic-rs's first line: what is wrong, and where.
+/// (The lines after it quote the text around the fault, which the rejection keeps whole.)
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    sonic_rs::from_slice(bytes).map_err(|e| {
+        let message = e.to_string();
+        message.lines().next().unwrap_or_default().to_string()
+    })
 }
 
 /// The documents of a YAML stream, or `None` after rejecting the whole file.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use base64::Engine;
 
 use super::json::Json;
-use super::{Chunk, Records, truncate_raw};
+use super::{Chunk, Records, parse_json, truncate_raw};
 use crate::schema::{MetricPoint, Span, Ts};
 use wire::{AnyValue, KeyValue, Resource, U64};
 
@@ -25,7 +25,7 @@ fn documents<'a>(chunk: &Chunk<'a>) -> Vec<(Option<i64>, i64, &'a [u8])> {
     let lines: Vec<_> = chunk.lines().collect();
     let first_is_whole = lines
         .first()
-        .is_some_and(|(_, _, text)| serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok());
+        .is_some_and(|(_, _, text)| parse_json::<serde::de::IgnoredAny>(text).is_ok());
     if first_is_whole {
         lines
             .into_iter()
@@ -39,7 +39,7 @@ fn documents<'a>(chunk: &Chunk<'a>) -> Vec<(Option<i64>, i64, &'a [u8])> {
 /// Reads OTLP JSON traces.
 pub fn read_traces(chunk: &Chunk<'_>, out: &mut Records) {
     for (line, offset, text) in documents(chunk) {
-        let data: wire::TracesData<'_> = match serde_json::from_slice(text) {
+        let data: wire::TracesData<'_> = match parse_json(text) {
             Ok(data) => data,
             Err(e) => {
                 out.reject(
@@ -143,7 +143,7 @@ impl MetricTexts {
 pub fn read_metrics(chunk: &Chunk<'_>, out: &mut Records) {
     let texts = MetricTexts::new();
     for (line, offset, text) in documents(chunk) {
-        let data: wire::MetricsData<'_> = match serde_json::from_slice(text) {
+        let data: wire::MetricsData<'_> = match parse_json(text) {
             Ok(data) => data,
             Err(e) => {
                 out.reject(
@@ -446,6 +446,29 @@ mod tests {
         );
         assert_eq!(point.bucket_bounds, [0.5, 0.99]);
         assert_eq!(point.bucket_counts, [4.0, 9.5]);
+    }
+
+    #[test]
+    fn values_read_as_the_nearest_double_to_their_digits() {
+        // Digits a float printer wrote for these doubles: a parse must give the same doubles
+        // back. serde_json's default parse missed each by one unit in the last place.
+        let values = [1018785.8070308857, 960237.6587414107, 0.11982135937683233];
+        let points: Vec<String> = values
+            .iter()
+            .map(|v| format!(r#"{{"timeUnixNano":"1700000000000000000","asDouble":{v}}}"#))
+            .collect();
+        let text = format!(
+            r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"load","gauge":{{"dataPoints":[{}]}}}}]}}]}}]}}"#,
+            points.join(",")
+        );
+        let context = ReportContext::default();
+        let mut out = Records::default();
+        read_metrics(
+            &Chunk::whole_file(text.as_bytes(), "00", None, &context),
+            &mut out,
+        );
+        let read: Vec<f64> = out.metric_points.iter().filter_map(|p| p.value).collect();
+        assert_eq!(read, values);
     }
 
     #[test]
