@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{
@@ -36,6 +37,9 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 const APPEND_BUFFER_BYTES: usize = 512 << 20;
 /// Appended parts whose row groups average fewer rows are written again whole when sealed.
 const SMALL_ROW_GROUP_ROWS: u64 = 16 * 1024;
+/// Rows a run of one date must average, in a batch of rows of several dates, to be written as
+/// slices of the batch rather than gathered into one.
+const MIN_SLICE_ROWS: usize = 256;
 
 /// How a write treats what a partition already holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,9 +329,9 @@ impl Txn<'_> {
                         table.name
                     ))
                 })?;
-            // Where each day's rows lie: mostly in one run (a report's rows share its date),
-            // which is a slice of the batch, copied nowhere.
-            let mut runs_by_day: BTreeMap<i64, (Ts, Vec<std::ops::Range<usize>>)> = BTreeMap::new();
+            // Where each day's rows lie, as runs of consecutive rows: long ones, since a
+            // report's rows share its date. A run is a slice of the batch, copied nowhere.
+            let mut runs_by_day: BTreeMap<i64, (Ts, Vec<Range<usize>>)> = BTreeMap::new();
             let mut run_start = 0;
             let times = times.values();
             for row in 1..=times.len() {
@@ -342,16 +346,18 @@ impl Txn<'_> {
                 run_start = row;
             }
             for (day, (t, runs)) in runs_by_day {
-                let rows = match runs.as_slice() {
-                    [run] => batch.slice(run.start, run.len()),
-                    _ => {
-                        let rows: UInt32Array =
-                            runs.into_iter().flatten().map(|r| r as u32).collect();
-                        take_record_batch(batch, &rows)
-                            .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?
-                    }
-                };
-                by_day.entry(day).or_insert((t, Vec::new())).1.push(rows);
+                let (_, day_batches) = by_day.entry(day).or_insert((t, Vec::new()));
+                // Runs of a day (reports of several services, each a run of days) go as slices
+                // unless they are short: each slice costs the writer a call per column.
+                let rows: usize = runs.iter().map(Range::len).sum();
+                if rows / runs.len() >= MIN_SLICE_ROWS {
+                    day_batches.extend(runs.iter().map(|run| batch.slice(run.start, run.len())));
+                } else {
+                    let rows: UInt32Array = runs.into_iter().flatten().map(|r| r as u32).collect();
+                    let rows = take_record_batch(batch, &rows)
+                        .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?;
+                    day_batches.push(rows);
+                }
             }
         }
         // A day's batches are written one after another: joining them first copied every row.
@@ -1039,8 +1045,23 @@ mod tests {
 
     #[test]
     fn batches_of_many_dates_are_split_as_rows_are() {
-        let rows = [result("a", 0), result("b", DAY + 5), result("c", 7)];
-        let mut files = Vec::new();
+        // Short runs of dates, gathered; long ones, written as slices.
+        let short = vec![result("a", 0), result("b", DAY + 5), result("c", 7)];
+        let long: Vec<TestResult> = [0, DAY, 3]
+            .iter()
+            .flat_map(|at| {
+                (0..MIN_SLICE_ROWS + 1).map(move |i| result(&format!("t{i}"), at + i as i64))
+            })
+            .collect();
+        for rows in [short, long] {
+            assert_dated_batches_write_as_rows(&rows);
+        }
+    }
+
+    /// Rows written as one batch land in the same partitions, in the same order, as rows
+    /// written as row structs.
+    fn assert_dated_batches_write_as_rows(rows: &[TestResult]) {
+        let mut lakes = Vec::new();
         for as_batch in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let lake = Lake::open(dir.path()).unwrap();
@@ -1050,13 +1071,18 @@ mod tests {
                 txn.append_dated_batches::<TestResult>(&[batch], "started_at")
                     .unwrap();
             } else {
-                txn.write(&rows, WriteMode::Append).unwrap();
+                txn.write(rows, WriteMode::Append).unwrap();
             }
-            files.push(txn.commit().unwrap().files);
+            let files = txn.commit().unwrap().files;
+            assert_eq!(files.len(), 2);
+            let dates: Vec<&str> = files.iter().map(|f| &f[..f.rfind('/').unwrap()]).collect();
+            let read = concat_batches(
+                &TestResult::schema(),
+                &lake.read_table(&TestResult::TABLE).unwrap(),
+            );
+            lakes.push((dates.join(" "), read.unwrap()));
         }
-        // Part files are named after their bytes: the same rows make the same files.
-        assert_eq!(files[0].len(), 2);
-        assert_eq!(files[0], files[1]);
+        assert_eq!(lakes[0], lakes[1]);
     }
 
     #[test]
