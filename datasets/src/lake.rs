@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanBuilder, RecordBatch, StringArray, TimestampMicrosecondArray,
-    UInt32Array,
 };
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -37,9 +36,6 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 const APPEND_BUFFER_BYTES: usize = 512 << 20;
 /// Appended parts whose row groups average fewer rows are written again whole when sealed.
 const SMALL_ROW_GROUP_ROWS: u64 = 16 * 1024;
-/// Rows a run of one date must average, in a batch of rows of several dates, to be written as
-/// slices of the batch rather than gathered into one.
-const MIN_SLICE_ROWS: usize = 256;
 
 /// How a write treats what a partition already holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,17 +343,18 @@ impl Txn<'_> {
             }
             for (day, (t, runs)) in runs_by_day {
                 let (_, day_batches) = by_day.entry(day).or_insert((t, Vec::new()));
-                // Runs of a day (reports of several services, each a run of days) go as slices
-                // unless they are short: each slice costs the writer a call per column.
-                let rows: usize = runs.iter().map(Range::len).sum();
-                if rows / runs.len() >= MIN_SLICE_ROWS {
-                    day_batches.extend(runs.iter().map(|run| batch.slice(run.start, run.len())));
-                } else {
-                    let rows: UInt32Array = runs.into_iter().flatten().map(|r| r as u32).collect();
-                    let rows = take_record_batch(batch, &rows)
-                        .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?;
-                    day_batches.push(rows);
-                }
+                // A day in several runs (reports of several services, each a run of days) is
+                // its runs joined: whole ranges copied, cheaper than gathering row by row. Each
+                // run as a batch of its own would cost the writer a call per column.
+                let runs: Vec<RecordBatch> = runs
+                    .iter()
+                    .map(|run| batch.slice(run.start, run.len()))
+                    .collect();
+                day_batches.push(match runs.as_slice() {
+                    [run] => run.clone(),
+                    _ => concat_batches(&batch.schema(), &runs)
+                        .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?,
+                });
             }
         }
         // A day's batches are written one after another: joining them first copied every row.
@@ -1045,17 +1042,9 @@ mod tests {
 
     #[test]
     fn batches_of_many_dates_are_split_as_rows_are() {
-        // Short runs of dates, gathered; long ones, written as slices.
-        let short = vec![result("a", 0), result("b", DAY + 5), result("c", 7)];
-        let long: Vec<TestResult> = [0, DAY, 3]
-            .iter()
-            .flat_map(|at| {
-                (0..MIN_SLICE_ROWS + 1).map(move |i| result(&format!("t{i}"), at + i as i64))
-            })
-            .collect();
-        for rows in [short, long] {
-            assert_dated_batches_write_as_rows(&rows);
-        }
+        // The first date in two runs of rows, the second in one.
+        let rows = [result("a", 0), result("b", DAY + 5), result("c", 7)];
+        assert_dated_batches_write_as_rows(&rows);
     }
 
     /// Rows written as one batch land in the same partitions, in the same order, as rows
