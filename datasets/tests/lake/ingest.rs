@@ -116,16 +116,24 @@ fn the_same_file_twice_in_one_run_is_taken_once() {
 #[test]
 fn same_inputs_give_byte_identical_raw_tables() {
     let history = small_history();
-    let parts: Vec<Vec<(String, Vec<u8>)>> = (0..2)
-        .map(|_| {
+    // Once on one thread, once on three: files are parsed in parallel, rows written in order.
+    let parts: Vec<Vec<(String, Vec<u8>)>> = [1, 3]
+        .into_iter()
+        .map(|threads| {
             let dir = tempfile::tempdir().unwrap();
             let lake = Lake::open(dir.path()).unwrap();
-            ingest(
-                &lake,
-                &[history.path().join("sources")],
-                &IngestOptions::default(),
-                &|_| {},
-            )
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                ingest(
+                    &lake,
+                    &[history.path().join("sources")],
+                    &IngestOptions::default(),
+                    &|_| {},
+                )
+            })
             .unwrap();
             RAW_TABLES
                 .iter()
