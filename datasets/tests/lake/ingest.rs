@@ -8,7 +8,7 @@ use maestro_datasets::Lake;
 use maestro_datasets::generate::{GenerateOptions, generate};
 use maestro_datasets::ingest::{FileStatus, GENESIS_HASH, IngestOptions, chain_hash, ingest};
 use maestro_datasets::ledger::{IngestedFile, Rejection};
-use maestro_datasets::schema::{AuditEvent, RAW_TABLES, Row, TableDef};
+use maestro_datasets::schema::{AuditEvent, RAW_TABLES, Row, TableDef, TestResult};
 
 fn rows(lake: &Lake, table: &TableDef) -> usize {
     lake.read_table(table)
@@ -306,6 +306,44 @@ fn audit_records_form_a_hash_chain_across_runs() {
         assert_eq!(hash, &chain_hash(prev, canonical));
         expected_prev = hash.clone();
     }
+}
+
+#[test]
+fn a_corrupt_report_read_after_good_ones_takes_only_its_own_rows_with_it() {
+    // Reports read one after another fill the same columns: a report found corrupt part-way
+    // drops its own rows there, not those of the reports before it.
+    let dir = tempfile::tempdir().unwrap();
+    let report = |cases: &str| {
+        format!(
+            r#"<testsuite name="s" timestamp="2026-01-01T00:00:00"><properties><property name="maestro.run_id" value="r"/></properties>{cases}</testsuite>"#
+        )
+    };
+    std::fs::write(
+        dir.path().join("a.xml"),
+        report(r#"<testcase name="one"/><testcase name="two"/>"#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.xml"),
+        r#"<testsuite name="s" timestamp="2026-01-01T00:00:00"><testcase name="three"/><testcase name="x"></bad>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.xml"),
+        report(r#"<testcase name="four"/>"#),
+    )
+    .unwrap();
+    let lake = Lake::open(dir.path().join("lake")).unwrap();
+    let outcome = ingest(
+        &lake,
+        &[dir.path().to_path_buf()],
+        &IngestOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    let read: Vec<(u64, u64)> = outcome.files.iter().map(|f| (f.read, f.rejected)).collect();
+    assert_eq!(read, [(2, 0), (1, 1), (1, 0)]);
+    assert_eq!(rows(&lake, &TestResult::TABLE), 3);
 }
 
 #[test]
