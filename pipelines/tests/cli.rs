@@ -575,6 +575,22 @@ fn sql_refuses_writes_and_reports_errors_with_exit_2() {
     }
     let ok = maestro(&["sql", "--lake", lake_s, "select count(*) from changes"]);
     assert_eq!(ok.status.code(), Some(0));
+    // Tables of different schemas joined without keys: each edge with each edge, and no changes.
+    let crossed = maestro(&[
+        "sql",
+        "--lake",
+        lake_s,
+        "--format",
+        "csv",
+        "select (select count(*) from service_edges a, service_edges b) pairs, \
+         (select count(*) from service_edges, changes) with_changes",
+    ]);
+    assert_eq!(
+        stdout(&crossed),
+        "pairs,with_changes\n1,0\n",
+        "{}",
+        String::from_utf8_lossy(&crossed.stderr)
+    );
     // No rows still prints the columns.
     let none = maestro(&[
         "sql",

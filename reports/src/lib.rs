@@ -138,10 +138,13 @@ impl LakeSession {
             let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet");
-            let config = ListingTableConfig::new(url)
+            let mut config = ListingTableConfig::new(url)
                 .with_listing_options(options)
                 .infer_schema(&ctx.state())
                 .await?;
+            if let Some(schema) = config.file_schema.take() {
+                config = config.with_schema(without_metadata(&schema));
+            }
             ctx.register_table(name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(LakeSession { ctx })
@@ -258,7 +261,7 @@ pub fn cell_text(batch: &RecordBatch, column: usize, row: usize) -> String {
         .unwrap_or_default()
 }
 
-/// `schema` with its columns of type `from` as `to`.
+/// `schema` with its columns of type `from` as `to`, without its metadata (`without_metadata`).
 fn retyped(schema: &Schema, from: &DataType, to: &DataType) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
@@ -272,7 +275,14 @@ fn retyped(schema: &Schema, from: &DataType, to: &DataType) -> SchemaRef {
             }
         })
         .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    without_metadata(&Schema::new(fields))
+}
+
+/// `schema` without its metadata, the lake's schema version: DataFusion 55 fails a join without
+/// keys of two tables whose schema metadata differ ("Physical input schema should be the same
+/// as the one converted from logical input schema"), and a query's result is no lake table.
+pub(crate) fn without_metadata(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(schema.fields().clone()))
 }
 
 /// `schema` with its `Utf8View` columns as `Utf8`: results keep the lake's declared text type

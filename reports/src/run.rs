@@ -291,11 +291,15 @@ fn check_columns(definition: &Definition, schema: &Schema) -> Result<()> {
     Ok(())
 }
 
-/// Registers (or replaces) an in-memory table in the session.
+/// Registers (or replaces) an in-memory table in the session, without the schema version the
+/// lake's copy is stamped with: the session's tables carry no metadata (`without_metadata`).
 fn register(session: &LakeSession, name: &str, batch: RecordBatch) -> Result<()> {
     let ctx = session.context();
     ctx.deregister_table(name)?;
-    let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    let schema = crate::without_metadata(&batch.schema());
+    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+        .map_err(datafusion::error::DataFusionError::from)?;
+    let table = MemTable::try_new(schema, vec![vec![batch]])?;
     ctx.register_table(name, Arc::new(table))?;
     Ok(())
 }
