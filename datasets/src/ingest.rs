@@ -814,6 +814,8 @@ fn read_small(path: &Path, size: usize, options: &IngestOptions) -> Result<Small
 /// rejections, in order, and the rows of them all.
 fn parse_group(files: Vec<ToParse>, options: &IngestOptions) -> (Vec<ParsedFile>, Records) {
     let mut rows = Records::default();
+    rows.test_results
+        .expect_reports(files.iter().map(|f| f.content.len()).sum());
     let mut parsed = Vec::with_capacity(files.len());
     for file in files {
         let mut records = Records {

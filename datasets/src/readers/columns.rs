@@ -269,8 +269,16 @@ impl TestResultColumns {
             self.parts.push(Part::default());
         }
         let mark = self.mark();
-        self.parts[mark.part].expected_rows = source_bytes.min(16 << 20) / 128;
+        let part = &mut self.parts[mark.part];
+        // Room already expected for a group of reports that begins with this one is kept.
+        part.expected_rows = part.expected_rows.max(source_bytes.min(16 << 20) / 128);
         mark
+    }
+
+    /// Makes room, when their first row comes, for the rows of consecutive reports of
+    /// `source_bytes` in all: their columns then grow once rather than report by report.
+    pub fn expect_reports(&mut self, source_bytes: usize) {
+        self.start_report(source_bytes);
     }
 
     /// Numbers the attempts of the rows of a report, from `report` on: each row of a test
