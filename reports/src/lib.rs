@@ -138,13 +138,11 @@ impl LakeSession {
             let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet");
-            let mut config = ListingTableConfig::new(url)
+            // Inferred without the files' metadata: DataFusion's Parquet format skips it.
+            let config = ListingTableConfig::new(url)
                 .with_listing_options(options)
                 .infer_schema(&ctx.state())
                 .await?;
-            if let Some(schema) = config.file_schema.take() {
-                config = config.with_schema(without_metadata(&schema));
-            }
             ctx.register_table(name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
         }
         Ok(LakeSession { ctx })
@@ -261,7 +259,8 @@ pub fn cell_text(batch: &RecordBatch, column: usize, row: usize) -> String {
         .unwrap_or_default()
 }
 
-/// `schema` with its columns of type `from` as `to`, without its metadata (`without_metadata`).
+/// `schema` with its columns of type `from` as `to`, and without its metadata, for the reason
+/// given at `without_metadata`.
 fn retyped(schema: &Schema, from: &DataType, to: &DataType) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
@@ -275,7 +274,7 @@ fn retyped(schema: &Schema, from: &DataType, to: &DataType) -> SchemaRef {
             }
         })
         .collect();
-    without_metadata(&Schema::new(fields))
+    Arc::new(Schema::new(fields))
 }
 
 /// `schema` without its metadata, the lake's schema version: DataFusion 55 fails a join without

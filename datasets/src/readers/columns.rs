@@ -265,20 +265,19 @@ impl TestResultColumns {
     /// and capped: the columns of a very large report grow as its rows come. Returns where the
     /// report's rows begin.
     pub fn start_report(&mut self, source_bytes: usize) -> RowsMark {
-        if self.parts.is_empty() {
-            self.parts.push(Part::default());
-        }
-        let mark = self.mark();
-        let part = &mut self.parts[mark.part];
-        // Room already expected for a group of reports that begins with this one is kept.
-        part.expected_rows = part.expected_rows.max(source_bytes.min(16 << 20) / 128);
-        mark
+        self.expect_reports(source_bytes);
+        self.mark()
     }
 
     /// Makes room, when their first row comes, for the rows of consecutive reports of
-    /// `source_bytes` in all: their columns then grow once rather than report by report.
+    /// `source_bytes` in all: their columns then grow once rather than report by report. Room
+    /// already expected (for a group of reports that begins with this one) is kept.
     pub fn expect_reports(&mut self, source_bytes: usize) {
-        self.start_report(source_bytes);
+        if self.parts.is_empty() {
+            self.parts.push(Part::default());
+        }
+        let part = self.parts.last_mut().expect("pushed above");
+        part.expected_rows = part.expected_rows.max(source_bytes.min(16 << 20) / 128);
     }
 
     /// Numbers the attempts of the rows of a report, from `report` on: each row of a test
