@@ -133,6 +133,20 @@ pub fn ingest(
     options: &IngestOptions,
     progress: &dyn Progress,
 ) -> Result<IngestReport> {
+    // The run goes on a thread of the pool that parses, so that rows are mostly freed, once
+    // written, by the thread that allocated them: mimalloc reuses memory freed from another
+    // thread only later. With one thread, parsing then runs right where the rows are written;
+    // before, it ran on the pool's thread, and 200 MB of JUnit faulted in 60k pages instead of
+    // 45k and took 8% longer.
+    rayon::scope(|_| ingest_on_pool(lake, paths, options, progress))
+}
+
+fn ingest_on_pool(
+    lake: &Lake,
+    paths: &[PathBuf],
+    options: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<IngestReport> {
     let started = Ts(chrono::Utc::now().timestamp_micros());
     let run_id = format!(
         "ingest-{}",
@@ -786,7 +800,17 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(canonical.as_bytes());
-    hex::encode(hasher.finalize())
+    hex_digest(hasher)
+}
+
+/// A finished sha256 as 64 lowercase hex digits. `hex::encode` builds its string a char at a
+/// time: 4% of audit ingest, which writes two digests per record.
+fn hex_digest(hasher: Sha256) -> String {
+    let mut digits = [0u8; 64];
+    hex::encode_to_slice(hasher.finalize(), &mut digits).expect("64 digits for 32 bytes");
+    std::str::from_utf8(&digits)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
 /// Reads a small file once and hashes those bytes. Only a file that cannot be opened or read
@@ -805,7 +829,7 @@ fn read_small(path: &Path, size: usize, options: &IngestOptions) -> Result<Small
     if content.len() == limit || content.starts_with(&GZIP_MAGIC) {
         return Ok(SmallFile::Streams);
     }
-    let sha256 = hex::encode(Sha256::digest(&content));
+    let sha256 = hex_digest(Sha256::new_with_prefix(&content));
     Ok(SmallFile::Read { sha256, content })
 }
 
@@ -941,7 +965,7 @@ fn sha256_file(path: &Path) -> Result<FileHash> {
         total += n as u64;
     }
     Ok(FileHash {
-        sha256: hex::encode(hasher.finalize()),
+        sha256: hex_digest(hasher),
         bytes: total,
     })
 }

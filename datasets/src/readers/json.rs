@@ -192,13 +192,7 @@ impl fmt::Display for Json<'_> {
 
 /// A JSON string with serde_json's escapes.
 fn write_string(out: &mut Vec<u8>, text: &str) {
-    // serde_json escapes only control characters, `"` and `\`. Most strings hold none, and a
-    // branch-free scan for them (which the compiler vectorises) is much cheaper than
-    // serde_json's byte-by-byte table walk; the rest go through serde_json.
-    let needs_escape = text.bytes().fold(false, |seen, b| {
-        seen | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if needs_escape {
+    if needs_escape(text.as_bytes()) {
         // Writing a &str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, text);
     } else {
@@ -206,6 +200,41 @@ fn write_string(out: &mut Vec<u8>, text: &str) {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
+    }
+}
+
+/// Whether `bytes` hold a character serde_json escapes: a control character, `"` or `\\`.
+/// Most strings hold none. serde_json finds out byte by byte through a table; this looks at
+/// eight bytes at a time, and at a short string, or the tail of a longer one, as one word of
+/// eight too: keys and most values are shorter than 16 bytes, and a loop over the tail's
+/// bytes took most of a byte-wise scan's time.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    // The high bit of a byte of the result is set where `word`'s byte is below `n` (n <= 128),
+    // and possibly above such a byte (from the borrow), so the result is zero exactly when
+    // no byte is below `n`.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * n as u64) & !word & HIGHS;
+    let flagged = |word: u64| {
+        below(word, 0x20)
+            | below(word ^ (ONES * b'"' as u64), 1)
+            | below(word ^ (ONES * b'\\' as u64), 1)
+            != 0
+    };
+    let len = bytes.len();
+    let word_at = |i: usize| u64::from_ne_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let half_at = |i: usize| u32::from_ne_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+    // Each word is made of the string's own bytes, some seen twice, or of spaces: built in
+    // registers, since a word copied through memory stalled on the copy.
+    match len {
+        0 => false,
+        1..4 => {
+            let byte = |i: usize| bytes[i] as u64;
+            flagged(byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16 | SPACES << 24)
+        }
+        4..8 => flagged(half_at(0) as u64 | (half_at(len - 4) as u64) << 32),
+        _ => (0..len / 8).any(|k| flagged(word_at(8 * k))) || flagged(word_at(len - 8)),
     }
 }
 
@@ -322,6 +351,22 @@ mod tests {
             "a\\b": "x", "dup": 1, "dup": 2, "é": {}} "#;
         let (ours, theirs) = canonical_both_ways(text);
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn needs_escape_finds_each_escaped_byte_wherever_it_is() {
+        for len in 0..=17 {
+            for at in 0..len {
+                for byte in 0..=0x7f_u8 {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    let escaped = byte < 0x20 || byte == b'"' || byte == b'\\';
+                    assert_eq!(needs_escape(&text), escaped, "{byte:#x} at {at} of {len}");
+                }
+            }
+            assert!(!needs_escape(&vec![b'a'; len]));
+        }
+        assert!(!needs_escape("é ü \u{7f}".as_bytes()));
     }
 
     #[test]
