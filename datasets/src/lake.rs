@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{
@@ -325,36 +324,22 @@ impl Txn<'_> {
                         table.name
                     ))
                 })?;
-            // Where each day's rows lie, as runs of consecutive rows: long ones, since a
-            // report's rows share its date. A run is a slice of the batch, copied nowhere.
-            let mut runs_by_day: BTreeMap<i64, (Ts, Vec<Range<usize>>)> = BTreeMap::new();
-            let mut run_start = 0;
+            // Each run of consecutive rows of one day goes to that day as a slice of the batch,
+            // copied nowhere: runs are long, since a report's rows share its date. Joining a
+            // day's runs first (reports of several services, each a run of days) copied every
+            // row, 5% of JUnit ingest, and saved the writer less than that in calls.
             let times = times.values();
+            let mut run_start = 0;
             for row in 1..=times.len() {
                 let day = Ts(times[run_start]).day();
                 if row < times.len() && Ts(times[row]).day() == day {
                     continue;
                 }
-                let (_, runs) = runs_by_day
+                let (_, day_batches) = by_day
                     .entry(day)
                     .or_insert((Ts(times[run_start]), Vec::new()));
-                runs.push(run_start..row);
+                day_batches.push(batch.slice(run_start, row - run_start));
                 run_start = row;
-            }
-            for (day, (t, runs)) in runs_by_day {
-                let (_, day_batches) = by_day.entry(day).or_insert((t, Vec::new()));
-                // A day in several runs (reports of several services, each a run of days) is
-                // its runs joined: whole ranges copied, cheaper than gathering row by row. Each
-                // run as a batch of its own would cost the writer a call per column.
-                let runs: Vec<RecordBatch> = runs
-                    .iter()
-                    .map(|run| batch.slice(run.start, run.len()))
-                    .collect();
-                day_batches.push(match runs.as_slice() {
-                    [run] => run.clone(),
-                    _ => concat_batches(&batch.schema(), &runs)
-                        .map_err(|e| Error::Internal(format!("splitting rows by date: {e}")))?,
-                });
             }
         }
         // A day's batches are written one after another: joining them first copied every row.
