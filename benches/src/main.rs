@@ -243,12 +243,30 @@ struct Measured {
     seconds: f64,
     cpu_seconds: f64,
     peak_rss_mb: f64,
+    /// Percent of the machine's CPU time its hypervisor gave elsewhere during the run, where
+    /// the system says.
+    steal_percent: Option<f64>,
     stdout: String,
+}
+
+/// Ticks of CPU time stolen by the hypervisor and of all CPU time, since boot (Linux's
+/// `/proc/stat`): on a shared virtual machine the same run is slower while the first climbs.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    // user, nice, system, idle, iowait, irq, softirq, steal; guest time is within user's.
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((*ticks.get(7)?, ticks.iter().sum()))
 }
 
 /// Runs `maestro` and measures wall time, CPU time and that child's peak resident memory.
 fn run_measured(maestro: &Path, args: &[&str], one_core: bool) -> anyhow::Result<Measured> {
     let output_file = tempfile::NamedTempFile::new()?;
+    let ticks_before = cpu_ticks();
     let started = Instant::now();
     let mut command = Command::new(maestro);
     command.args(args).stdout(output_file.reopen()?);
@@ -258,6 +276,12 @@ fn run_measured(maestro: &Path, args: &[&str], one_core: bool) -> anyhow::Result
     let child = command.spawn()?;
     let (status, cpu_seconds, peak_rss_mb) = wait_with_usage(child.id())?;
     let seconds = started.elapsed().as_secs_f64();
+    let steal_percent = match (ticks_before, cpu_ticks()) {
+        (Some((steal0, total0)), Some((steal1, total1))) if total1 > total0 => {
+            Some(100.0 * steal1.saturating_sub(steal0) as f64 / (total1 - total0) as f64)
+        }
+        _ => None,
+    };
     let stdout = fs::read_to_string(output_file.path())?;
     if status != 0 {
         bail!("maestro {args:?} exited with status {status}: {stdout}");
@@ -266,6 +290,7 @@ fn run_measured(maestro: &Path, args: &[&str], one_core: bool) -> anyhow::Result
         seconds,
         cpu_seconds,
         peak_rss_mb,
+        steal_percent,
         stdout,
     })
 }
@@ -336,8 +361,8 @@ fn ingest_throughput(maestro: &Path, mb: f64, runs: usize) -> anyhow::Result<()>
     let scratch = tempfile::tempdir()?;
     let sources = history(scratch.path())?;
     println!(
-        "{:<12} {:>9} {:>9} {:>9} {:>10} {:>15} {:>12} {:>11}",
-        "format", "MB", "seconds", "cpu s", "MB/s", "MB/s range", "rows/s", "peak MB"
+        "{:<12} {:>9} {:>9} {:>9} {:>10} {:>15} {:>12} {:>11} {:>9}",
+        "format", "MB", "seconds", "cpu s", "MB/s", "MB/s range", "rows/s", "peak MB", "steal %"
     );
     for (name, needle, as_lines) in [
         ("junit", "junit/", false),
@@ -366,8 +391,14 @@ fn ingest_throughput(maestro: &Path, mb: f64, runs: usize) -> anyhow::Result<()>
             megabytes / measured[measured.len() - 1].seconds,
             megabytes / measured[0].seconds
         );
+        // The most taken by the hypervisor in any run: a wide range with steal is the machine.
+        let steal = measured
+            .iter()
+            .filter_map(|m| m.steal_percent)
+            .reduce(f64::max)
+            .map_or("n/a".to_string(), |p| format!("{p:.1}"));
         println!(
-            "{:<12} {:>9.1} {:>9.2} {:>9.2} {:>10.1} {:>15} {:>12.0} {:>11.0}",
+            "{:<12} {:>9.1} {:>9.2} {:>9.2} {:>10.1} {:>15} {:>12.0} {:>11.0} {:>9}",
             name,
             megabytes,
             m.seconds,
@@ -375,7 +406,8 @@ fn ingest_throughput(maestro: &Path, mb: f64, runs: usize) -> anyhow::Result<()>
             megabytes / m.seconds,
             range,
             rows as f64 / m.seconds,
-            m.peak_rss_mb
+            m.peak_rss_mb,
+            steal
         );
         fs::remove_dir_all(&input)?;
     }
